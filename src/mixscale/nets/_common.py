@@ -1,0 +1,74 @@
+"""Small shared pieces of the architectures: argument checks, layer factories."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+NORMS = ("batch", "instance", "group", None)
+ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "leaky_relu": nn.LeakyReLU,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "prelu": nn.PReLU,
+}
+
+
+def check_int(name: str, value: Any, *, minimum: int) -> int:
+    """Return ``value`` if it is an int >= ``minimum``; raise a naming error otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}={value!r} is not allowed; expected an integer >= {minimum}")
+    return value
+
+
+def check_spatial_dims(value: Any) -> int:
+    """Only 2D and 3D networks exist."""
+    if value not in (2, 3) or isinstance(value, bool):
+        raise ValueError(f"spatial_dims={value!r} is not allowed; expected 2 or 3")
+    return int(value)
+
+
+def check_choice(name: str, value: Any, allowed: tuple) -> Any:
+    """Return ``value`` if it is one of ``allowed``."""
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not allowed; expected one of {list(allowed)}")
+    return value
+
+
+def conv_nd(spatial_dims: int) -> type[nn.Module]:
+    """``nn.Conv2d`` or ``nn.Conv3d``."""
+    return nn.Conv2d if spatial_dims == 2 else nn.Conv3d
+
+
+def make_norm(norm: str | None, spatial_dims: int, channels: int) -> nn.Module:
+    """A normalisation layer by name (``None`` gives identity)."""
+    if norm is None:
+        return nn.Identity()
+    if norm == "batch":
+        return (nn.BatchNorm2d if spatial_dims == 2 else nn.BatchNorm3d)(channels)
+    if norm == "instance":
+        return (nn.InstanceNorm2d if spatial_dims == 2 else nn.InstanceNorm3d)(channels, affine=True)
+    # group norm: the largest group count <= 8 that divides the channels
+    groups = max(g for g in range(1, 9) if channels % g == 0)
+    return nn.GroupNorm(groups, channels)
+
+
+def make_activation(name: str) -> nn.Module:
+    """An activation layer by name, one of :data:`ACTIVATIONS`."""
+    check_choice("activation", name, tuple(ACTIVATIONS))
+    return ACTIVATIONS[name]()
+
+
+def check_input(x: torch.Tensor, *, spatial_dims: int, in_channels: int, net: str) -> None:
+    """Raise a clear error when ``x`` is not ``(N, in_channels, *spatial)``."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{net}: input must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim != spatial_dims + 2 or x.shape[1] != in_channels:
+        raise ValueError(
+            f"{net}: input of shape {tuple(x.shape)} does not fit a {spatial_dims}D network with "
+            f"in_channels={in_channels}; expected (N, {in_channels}, {', '.join(['*'] * spatial_dims)})"
+        )

@@ -1,0 +1,182 @@
+"""Mixed-scale dense network (MS-D; Pelt & Sethian, PNAS 2018).
+
+Every hidden layer is a 3x3 (3x3x3) dilated convolution over *all* earlier maps,
+the input included, plus bias and ReLU; the output is a 1x1 convolution over all
+maps. There is no down- or up-scaling: scale comes from the dilations.
+
+This is the straightforward implementation (concatenate, convolve, repeat). It is
+exact and simple, and serves as the test oracle for faster variants.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._common import check_choice, check_input, check_int, check_spatial_dims, make_norm
+from .registry import register_net
+
+DEFAULT_DILATIONS = tuple(range(1, 11))
+
+
+def layer_dilations(depth: int, width: int, dilations: Sequence[int]) -> list[list[int]]:
+    """Dilation of every hidden channel: ``dilations[(i * width + j) % len(dilations)]``.
+
+    Parameters
+    ----------
+    depth, width : int
+        Number of hidden layers and channels per layer.
+    dilations : sequence of int
+        Used cyclically over the hidden channels in order (msdnet's convention);
+        a list of length ``depth * width`` sets every channel explicitly.
+
+    Returns
+    -------
+    list of ``depth`` lists of ``width`` ints
+    """
+    dil = list(dilations)
+    if not dil or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dil):
+        raise ValueError(f"dilations={dilations!r} is not allowed; expected a non-empty list of integers >= 1")
+    return [[dil[(i * width + j) % len(dil)] for j in range(width)] for i in range(depth)]
+
+
+def msd_parameter_count(in_channels: int, out_channels: int, depth: int, width: int, spatial_dims: int = 2) -> int:
+    """Number of weights and biases of an MS-D without normalisation (closed form).
+
+    Layer ``i`` sees ``in_channels + i * width`` maps: sum of ``k * (in + i w) w + w``
+    over the layers, with ``k = 3 ** spatial_dims``, plus the final 1x1 layer.
+    """
+    k = 3**spatial_dims
+    hidden = k * width * (depth * in_channels + width * depth * (depth - 1) // 2) + depth * width
+    final = (in_channels + depth * width) * out_channels + out_channels
+    return hidden + final
+
+
+@register_net("msd")
+class MSDNet(nn.Module):
+    """Mixed-scale dense network for 2D or 3D images.
+
+    Parameters
+    ----------
+    spatial_dims : {2, 3}
+    in_channels, out_channels : int
+    depth : int
+        Number of hidden layers (100 in the paper).
+    width : int
+        Channels per hidden layer (1 in the paper).
+    dilations : sequence of int
+        Dilations used cyclically over hidden channels; see :func:`layer_dilations`.
+    norm : {None, "batch"}
+        Optional batch norm on each layer's new maps, before the ReLU (the paper has none).
+
+    Shapes
+    ------
+    ``(N, in_channels, *spatial) -> (N, out_channels, *spatial)``; every spatial
+    size must exceed the largest dilation (reflect padding).
+
+    Examples
+    --------
+    >>> net = MSDNet(depth=100)
+    >>> sum(p.numel() for p in net.parameters())
+    45652
+    >>> net.receptive_field
+    1101
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int = 2,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        depth: int = 100,
+        width: int = 1,
+        dilations: Sequence[int] = DEFAULT_DILATIONS,
+        norm: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.spatial_dims = check_spatial_dims(spatial_dims)
+        self.in_channels = check_int("in_channels", in_channels, minimum=1)
+        self.out_channels = check_int("out_channels", out_channels, minimum=1)
+        self.depth = check_int("depth", depth, minimum=1)
+        self.width = check_int("width", width, minimum=1)
+        self.norm = check_choice("norm", norm, ("batch", None))
+        self.dilations = list(dilations)
+        self.channel_dilations = layer_dilations(depth, width, self.dilations)
+        k = (3,) * spatial_dims
+        self.weights = nn.ParameterList(
+            nn.Parameter(torch.empty(width, in_channels + i * width, *k)) for i in range(depth)
+        )
+        self.biases = nn.ParameterList(nn.Parameter(torch.zeros(width)) for _ in range(depth))
+        self.norms = nn.ModuleList(make_norm(norm, spatial_dims, width) for _ in range(depth)) if norm else None
+        n_maps = in_channels + depth * width
+        self.final_weight = nn.Parameter(torch.zeros(out_channels, n_maps, *(1,) * spatial_dims))
+        self.final_bias = nn.Parameter(torch.zeros(out_channels))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The paper's initialisation: N(0, 2 / n_c) hidden weights, zero biases and final layer."""
+        taps = 3**self.spatial_dims
+        n_c = taps * (self.in_channels + self.width * (self.depth - 1)) + self.out_channels
+        std = math.sqrt(2.0 / n_c)
+        with torch.no_grad():
+            for w, b in zip(self.weights, self.biases):
+                w.normal_(0.0, std)
+                b.zero_()
+            self.final_weight.zero_()
+            self.final_bias.zero_()
+
+    def config(self) -> dict:
+        """Constructor arguments, JSON-safe (what the model file stores)."""
+        return {
+            "spatial_dims": self.spatial_dims,
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "depth": self.depth,
+            "width": self.width,
+            "dilations": list(self.dilations),
+            "norm": self.norm,
+        }
+
+    @property
+    def receptive_field(self) -> int:
+        """Width in pixels of the region one output pixel depends on (same along every axis)."""
+        return 1 + 2 * sum(max(row) for row in self.channel_dilations)
+
+    @property
+    def halo(self) -> int:
+        """Pixels of context needed on each side: ``(receptive_field - 1) // 2``."""
+        return (self.receptive_field - 1) // 2
+
+    def _check_size(self, x: torch.Tensor) -> None:
+        dmax = max(max(row) for row in self.channel_dilations)
+        small = [s for s in x.shape[2:] if s <= dmax]
+        if small:
+            raise ValueError(
+                f"msd: input of spatial shape {tuple(x.shape[2:])} is too small for reflect padding with "
+                f"dilation {dmax}; every spatial size must be > {dmax}"
+            )
+
+    def _layer(self, i: int, maps: torch.Tensor) -> torch.Tensor:
+        outs = []
+        for j, d in enumerate(self.channel_dilations[i]):
+            padded = F.pad(maps, (d,) * (2 * self.spatial_dims), mode="reflect")
+            conv = F.conv2d if self.spatial_dims == 2 else F.conv3d
+            outs.append(conv(padded, self.weights[i][j : j + 1], self.biases[i][j : j + 1], dilation=d))
+        y = torch.cat(outs, dim=1)
+        if self.norms is not None:
+            y = self.norms[i](y)
+        return F.relu(y)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, in_channels, *spatial) -> (N, out_channels, *spatial)``."""
+        check_input(x, spatial_dims=self.spatial_dims, in_channels=self.in_channels, net="msd")
+        self._check_size(x)
+        maps = x  # the input itself is a map of every layer; it is never passed through the ReLU
+        for i in range(self.depth):
+            maps = torch.cat([maps, self._layer(i, maps)], dim=1)
+        conv = F.conv2d if self.spatial_dims == 2 else F.conv3d
+        return conv(maps, self.final_weight, self.final_bias)

@@ -1,0 +1,159 @@
+"""Tunable U-Net for 2D and 3D images (DLSIA's TUNet knobs, any input size)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._common import NORMS, check_choice, check_input, check_int, check_spatial_dims, conv_nd, make_activation, make_norm
+from .registry import register_net
+
+
+def level_channels(depth: int, base_channels: int, growth_rate: float) -> list[int]:
+    """Channels at each resolution level: ``round(base_channels * growth_rate ** level)``."""
+    return [max(1, int(round(base_channels * growth_rate**level))) for level in range(depth)]
+
+
+def _check_rate(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{name}={value!r} is not allowed; expected a number > 0")
+    return float(value)
+
+
+class ConvBlock(nn.Sequential):
+    """Two 3x3 convolutions (in -> hidden -> out), each followed by norm and activation.
+
+    ``hidden = round(out_channels * hidden_rate)``.
+    """
+
+    def __init__(self, spatial_dims, in_channels, out_channels, hidden_rate, norm, activation):
+        hidden = max(1, int(round(out_channels * hidden_rate)))
+        conv = conv_nd(spatial_dims)
+        super().__init__(
+            conv(in_channels, hidden, 3, padding=1),
+            make_norm(norm, spatial_dims, hidden),
+            make_activation(activation),
+            conv(hidden, out_channels, 3, padding=1),
+            make_norm(norm, spatial_dims, out_channels),
+            make_activation(activation),
+        )
+
+
+@register_net("unet")
+class UNet(nn.Module):
+    """U-Net with tunable depth, width growth and hidden width.
+
+    Parameters
+    ----------
+    spatial_dims : {2, 3}
+    in_channels, out_channels : int
+    depth : int
+        Number of resolution levels (``depth - 1`` poolings by 2).
+    base_channels : int
+        Channels at full resolution.
+    growth_rate : float
+        Channels grow by this factor per level (non-integer allowed; rounded).
+    hidden_rate : float
+        Width of the first conv of each block relative to the block's output.
+    norm : {"batch", "instance", "group", None}
+    activation : {"relu", "leaky_relu", "elu", "gelu", "silu", "prelu"}
+
+    Shapes
+    ------
+    ``(N, in_channels, *spatial) -> (N, out_channels, *spatial)`` for any spatial
+    size: the input is padded inside to a multiple of ``2 ** (depth - 1)`` and the
+    output cropped back.
+
+    Examples
+    --------
+    >>> net = UNet(depth=3, base_channels=8)
+    >>> net(torch.zeros(1, 1, 37, 21)).shape
+    torch.Size([1, 1, 37, 21])
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int = 2,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        depth: int = 4,
+        base_channels: int = 16,
+        growth_rate: float = 2.0,
+        hidden_rate: float = 1.0,
+        norm: str | None = "batch",
+        activation: str = "relu",
+    ) -> None:
+        super().__init__()
+        self.spatial_dims = check_spatial_dims(spatial_dims)
+        self.in_channels = check_int("in_channels", in_channels, minimum=1)
+        self.out_channels = check_int("out_channels", out_channels, minimum=1)
+        self.depth = check_int("depth", depth, minimum=1)
+        self.base_channels = check_int("base_channels", base_channels, minimum=1)
+        self.growth_rate = _check_rate("growth_rate", growth_rate)
+        self.hidden_rate = _check_rate("hidden_rate", hidden_rate)
+        self.norm = check_choice("norm", norm, NORMS)
+        self.activation = activation
+        make_activation(activation)  # validates the name early
+        chans = level_channels(depth, base_channels, self.growth_rate)
+        block = lambda cin, cout: ConvBlock(spatial_dims, cin, cout, self.hidden_rate, norm, activation)  # noqa: E731
+        self.encoders = nn.ModuleList(block(in_channels if i == 0 else chans[i - 1], chans[i]) for i in range(depth))
+        up = nn.ConvTranspose2d if spatial_dims == 2 else nn.ConvTranspose3d
+        self.ups = nn.ModuleList(up(chans[i + 1], chans[i], 2, stride=2) for i in range(depth - 1))
+        self.decoders = nn.ModuleList(block(2 * chans[i], chans[i]) for i in range(depth - 1))
+        self.head = conv_nd(spatial_dims)(chans[0], out_channels, 1)
+
+    def config(self) -> dict:
+        """Constructor arguments, JSON-safe (what the model file stores)."""
+        keys = ("spatial_dims", "in_channels", "out_channels", "depth", "base_channels", "growth_rate",
+                "hidden_rate", "norm", "activation")
+        return {k: getattr(self, k) for k in keys}
+
+    @property
+    def receptive_field(self) -> int:
+        """Conservative width in pixels of the region one output pixel depends on."""
+        rf, step = 1, 1
+        for level in range(self.depth):
+            rf += 4 * step  # two 3x3 convs at this level's pixel spacing
+            if level < self.depth - 1:
+                rf += step  # 2x2 pooling
+                step *= 2
+        for _ in range(self.depth - 1):
+            step //= 2
+            rf += step + 4 * step  # transposed conv, then two 3x3 convs
+        return rf
+
+    @property
+    def halo(self) -> int:
+        """Pixels of context needed on each side: ``(receptive_field - 1) // 2``."""
+        return (self.receptive_field - 1) // 2
+
+    def _pad(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+        multiple = 2 ** (self.depth - 1)
+        spatial = x.shape[2:]
+        extra = [(-s) % multiple for s in spatial]
+        if not any(extra):
+            return x, tuple(spatial)
+        pads = []
+        for e in reversed(extra):  # F.pad lists the last axis first
+            pads += [e // 2, e - e // 2]
+        mode = "reflect" if all(e < s for e, s in zip(extra, spatial)) else "replicate"
+        return F.pad(x, pads, mode=mode), tuple(spatial)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, in_channels, *spatial) -> (N, out_channels, *spatial)``."""
+        check_input(x, spatial_dims=self.spatial_dims, in_channels=self.in_channels, net="unet")
+        padded, spatial = self._pad(x)
+        pool = F.max_pool2d if self.spatial_dims == 2 else F.max_pool3d
+        skips, h = [], padded
+        for level, enc in enumerate(self.encoders):
+            h = enc(h)
+            if level < self.depth - 1:
+                skips.append(h)
+                h = pool(h, 2)
+        for level in reversed(range(self.depth - 1)):
+            h = self.decoders[level](torch.cat([skips[level], self.ups[level](h)], dim=1))
+        out = self.head(h)
+        starts = [(p - s) // 2 for p, s in zip(padded.shape[2:], spatial)]
+        crop = tuple(slice(a, a + s) for a, s in zip(starts, spatial))
+        return out[(slice(None), slice(None)) + crop]
