@@ -35,6 +35,13 @@ def upcast(pred: Tensor) -> Tensor:
     return pred.float() if pred.dtype in _LOW_PRECISION else pred
 
 
+def check_ignore_index(ignore_index: object) -> int:
+    """Check the unlabelled-pixel marker is a plain int."""
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+        raise TypeError(f"ignore_index must be an int, got {ignore_index!r}")
+    return ignore_index
+
+
 def check_segmentation(pred: object, target: object, ignore_index: int) -> Tensor:
     """Validate logits and an integer label map; return the mask of labelled pixels.
 
@@ -51,8 +58,7 @@ def check_segmentation(pred: object, target: object, ignore_index: int) -> Tenso
             f"target must be an integer label tensor (e.g. torch.int64), got dtype "
             f"{target.dtype}; convert class maps with target.long()"
         )
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-        raise TypeError(f"ignore_index must be an int, got {ignore_index!r}")
+    check_ignore_index(ignore_index)
     num_classes = pred.shape[1]
     if num_classes < 2:
         raise ValueError(
@@ -133,6 +139,13 @@ def class_vector(
     return vec
 
 
+def check_flag(value: object, name: str) -> bool:
+    """Check a switch is a real bool (a string "False" would otherwise read as True)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return value
+
+
 def check_number(value: object, name: str, *, low: float, high: float = math.inf,
                  high_open: bool = False) -> float:
     """Check a real scalar option lies in ``[low, high]`` (or ``[low, high)``)."""
@@ -160,3 +173,20 @@ def masked_logits(pred: Tensor, valid: Tensor) -> Tensor:
     """
     logits = upcast(pred)
     return torch.where(valid.unsqueeze(1), logits, logits.new_zeros(()))
+
+
+def safe_divide(total: Tensor, denom: Tensor) -> Tensor:
+    """``total / denom``, or ``total`` (which is then 0) when nothing was labelled."""
+    return total / torch.where(denom > 0, denom, torch.ones_like(denom))
+
+
+def weight_buffer(values: Sequence[float] | Tensor | None, name: str) -> Tensor | None:
+    """Early check of per-class weights given to a Module (their length is checked per call)."""
+    if values is None:
+        return None
+    if isinstance(values, (int, float)):
+        raise TypeError(f"{name} must be a sequence of per-class weights or None, got {values!r}")
+    vec = torch.as_tensor(values, dtype=torch.float32).detach().clone()
+    if vec.ndim != 1 or not bool(torch.isfinite(vec).all()) or bool((vec < 0).any()):
+        raise ValueError(f"{name} must be a 1-D sequence of finite weights >= 0, got {values!r}")
+    return vec

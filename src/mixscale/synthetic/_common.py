@@ -72,6 +72,17 @@ def check_range(name: str, value, *, minimum: float, integer: bool = False,
     return cast(low), cast(high)
 
 
+def check_floats(name: str, value, *, n: int, allowed: str) -> tuple[float, ...]:
+    """Return ``value`` as a tuple of ``n`` finite floats, else raise."""
+    try:
+        items = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        items = ()
+    if len(items) != n or not all(np.isfinite(items)):
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    return items
+
+
 def make_rng(seed) -> np.random.Generator:
     """``np.random.default_rng(seed)`` with a clear error for unusable seeds."""
     if isinstance(seed, bool):
@@ -139,9 +150,24 @@ def place_without_overlap(rng: np.random.Generator, radii, shape: tuple[int, ...
     return centres
 
 
+def noise_generator(rng: np.random.Generator) -> np.random.Generator:
+    """An independent generator for the noise, drawn from ``rng`` before anything else.
+
+    Keeping the noise on its own stream makes the shapes and labels of a seed the
+    same whatever ``noise_std`` is.
+    """
+    return np.random.default_rng(int(rng.integers(0, 2**63)))
+
+
 def add_noise(rng: np.random.Generator, images: np.ndarray, noise_std: float) -> None:
-    """Add i.i.d. Gaussian noise of standard deviation ``noise_std`` in place."""
-    if noise_std > 0:
-        noise = rng.standard_normal(images.shape, dtype=np.float32)
-        noise *= np.float32(noise_std)
-        images += noise
+    """Add i.i.d. Gaussian noise of standard deviation ``noise_std`` in place.
+
+    Works one item of the batch at a time, so no temporary of the batch's size.
+    """
+    if noise_std <= 0:
+        return
+    buffer = np.empty(images.shape[1:], dtype=np.float32)
+    for item in images:
+        rng.standard_normal(out=buffer, dtype=np.float32)
+        buffer *= np.float32(noise_std)
+        item += buffer

@@ -13,8 +13,8 @@ import logging
 
 import numpy as np
 
-from ._common import (add_noise, check_float, check_int, check_range, check_shape,
-                      make_rng, place_without_overlap, window)
+from ._common import (add_noise, check_float, check_floats, check_int, check_range,
+                      check_shape, make_rng, noise_generator, place_without_overlap, window)
 
 __all__ = ["SHAPE_CLASSES", "draw_shape", "random_shapes"]
 
@@ -100,10 +100,7 @@ def draw_shape(kind: str, centre, size: float, *, angle: float = 0.0,
     """
     kind = _check_kind(kind)
     image_shape = check_shape("image_shape", image_shape, ndim=2)
-    try:
-        cy, cx = (float(c) for c in centre)
-    except (TypeError, ValueError):
-        raise ValueError(f"centre must be a (y, x) pair of numbers, got {centre!r}") from None
+    cy, cx = check_floats("centre", centre, n=2, allowed="a (y, x) pair of numbers")
     size = check_float("size", size)
     angle = check_float("angle", angle, minimum=-np.inf)
     aspect = check_float("aspect", aspect)
@@ -178,6 +175,7 @@ def random_shapes(n_images: int, *, image_shape=(128, 128), n_shapes=(3, 8),
         Whether shapes may overlap (see above).
     seed : None, int or numpy.random.Generator
         Seed for ``numpy.random.default_rng``; equal seeds give equal output.
+        The noise has its own stream, so labels do not depend on ``noise_std``.
 
     Returns
     -------
@@ -201,10 +199,11 @@ def random_shapes(n_images: int, *, image_shape=(128, 128), n_shapes=(3, 8),
     if not isinstance(overlap, (bool, np.bool_)):
         raise TypeError(f"overlap must be a bool, got {overlap!r}")
     rng = make_rng(seed)
+    noise_rng = noise_generator(rng)
     images = np.zeros((n_images, *image_shape), dtype=np.float32)
     labels = np.zeros((n_images, *image_shape), dtype=np.int64)
     for image, label in zip(images, labels):
         _draw_one_image(rng, image, label, n_shapes=n_shapes, size_range=size_range,
                         intensity_range=intensity_range, overlap=bool(overlap))
-    add_noise(rng, images, noise_std)
+    add_noise(noise_rng, images, noise_std)
     return images, labels

@@ -1,0 +1,224 @@
+"""The Python API: the one place where configs and files become objects.
+
+``train`` a network from a config, ``predict`` with a model file, ``evaluate`` a
+prediction against ground truth, ``info`` about an image file. The CLI is a thin
+layer over these functions.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+def train(config, *, overrides: Sequence[str] = (), resume: bool = False):
+    """Train a network.
+
+    Parameters
+    ----------
+    config : str, Path, dict or TrainConfig
+        A YAML file, a plain dict or a validated config.
+    overrides : sequence of str
+        ``"key.sub=value"`` settings applied on top of the config.
+    resume : bool
+        Continue the run in ``config.run_dir`` from its last checkpoint.
+
+    Returns
+    -------
+    mixscale.train.RunResult
+    """
+    from .config import TrainConfig, apply_overrides, load_config, validate_config
+    from .train import fit
+
+    if isinstance(config, (str, os.PathLike)):
+        cfg = load_config(config, overrides)
+    elif isinstance(config, dict):
+        cfg = validate_config(apply_overrides(config, overrides))
+    elif isinstance(config, TrainConfig):
+        cfg = validate_config(apply_overrides(config.model_dump(mode="json"), overrides))
+    else:
+        raise TypeError(f"config must be a path, a dict or a TrainConfig, got {type(config).__name__}")
+    return fit(cfg, resume=resume)
+
+
+def predict(model, image, output=None, *, device: str = "cpu", axis: int | None = None, batch_size: int = 1,
+            probabilities: bool = False) -> np.ndarray:
+    """Apply a model file to an image, a stack or a volume.
+
+    Parameters
+    ----------
+    model : str or Path
+        A ``model.safetensors`` written by :func:`train`.
+    image : str, Path or ndarray
+        A file address (any supported format) or an array ``(*spatial)``, or
+        ``(C, *spatial)`` for multi-channel models.
+    output : str or Path, optional
+        Where to write the result (any supported format; written atomically).
+    device : str
+        ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+    axis : int, optional
+        For a 2D model and a 3D input: predict slice by slice along this axis.
+    batch_size : int
+        Slices per forward pass.
+    probabilities : bool
+        Return class probabilities ``(C, *spatial)`` float32 instead of labels.
+
+    Returns
+    -------
+    ndarray
+        Labels ``(*spatial)`` as uint8 (uint16 above 255 classes), probabilities,
+        or the de-normalised regression output ``(C, *spatial)`` (squeezed when C = 1).
+    """
+    from .data import read_image, write_image
+    from .infer import predict_slices, predict_whole
+    from .modelfile import load_model
+
+    net, info = load_model(model, device=device)
+    array = np.asarray(read_image(str(image))) if isinstance(image, (str, os.PathLike)) else np.asarray(image)
+    x = _model_input(array, info, axis=axis)
+    if info.spatial_dims == 2 and x.ndim == 4:
+        raw = predict_slices(net, x, axis=axis, batch_size=batch_size, device=device)
+    else:
+        raw = predict_whole(net, x, device=device)
+    result = _model_output(raw, info, probabilities=probabilities)
+    if output is not None:
+        write_image(str(output), result)
+        logger.info("prediction written to %s (%s, %s)", output, result.shape, result.dtype)
+    return result
+
+
+def _model_input(array: np.ndarray, info, *, axis: int | None) -> np.ndarray:
+    """Check an input against the model, add the channel axis, apply the stored normalisation."""
+    from .data import Normalization, normalize
+
+    cfg = info.net_config
+    cin, dims = int(cfg.get("in_channels", 1)), info.spatial_dims
+    channel_axis = (info.train_config.get("data") or {}).get("channel_axis")
+    x = array[None] if cin == 1 else np.moveaxis(array, channel_axis if channel_axis is not None else 0, 0)
+    if x.shape[0] != cin:
+        raise ValueError(f"input of shape {array.shape} has {x.shape[0]} channels; the model expects {cin}")
+    spatial = x.ndim - 1
+    if dims == 3 and spatial != 3:
+        raise ValueError(f"input of shape {array.shape} is {spatial}D but the model is 3D; it needs a volume")
+    if dims == 2 and spatial == 3 and axis is None:
+        raise ValueError(f"input of shape {array.shape} is 3D but the model is 2D; pass axis=0 (CLI: --axis 0) "
+                         "to predict it slice by slice along that axis")
+    if spatial not in (2, 3) or (dims == 2 and spatial == 3 and axis not in (0, 1, 2)):
+        raise ValueError(f"input of shape {array.shape} does not fit a {dims}D model (axis={axis})")
+    if not np.isfinite(x).all():
+        raise ValueError("input image contains NaN or infinite values")
+    if info.normalization:
+        x = normalize(x.astype(np.float32), Normalization.from_dict(info.normalization), channel_axis=0)
+    return x.astype(np.float32, copy=False)
+
+
+def _model_output(raw: np.ndarray, info, *, probabilities: bool) -> np.ndarray:
+    """Logits -> labels or probabilities; regression output -> the target's units."""
+    from .data import Normalization, denormalize
+
+    if info.task == "regression":
+        out = raw
+        if info.target_normalization:
+            out = denormalize(raw, Normalization.from_dict(info.target_normalization), channel_axis=0)
+        return out[0] if out.shape[0] == 1 else out
+    if probabilities:
+        e = np.exp(raw - raw.max(0, keepdims=True))
+        return (e / e.sum(0, keepdims=True)).astype(np.float32)
+    return raw.argmax(0).astype(np.uint8 if raw.shape[0] <= 256 else np.uint16)
+
+
+def evaluate(pred, target, *, num_classes: int | None = None, ignore_index: int = -1,
+             label_convention: str = "dense", task: str = "segmentation", data_range: float | None = None,
+             class_names: Sequence[str] | None = None, out: str | os.PathLike | None = None) -> dict:
+    """Compare a prediction with ground truth on labelled pixels only.
+
+    Parameters
+    ----------
+    pred, target : str, Path or ndarray
+        Label maps (segmentation) or images (regression) of one shape.
+    num_classes : int, optional
+        Inferred from the data when omitted (segmentation).
+    label_convention : {"dense", "scribble"}
+        How ``target`` marks unlabelled pixels.
+    data_range : float, optional
+        Required for regression (PSNR, SSIM); e.g. 1.0 or 255.
+    out : path, optional
+        Write the metrics as ``out`` (``.json`` or ``.csv``).
+
+    Returns
+    -------
+    dict of metrics
+    """
+    from .data import prepare_labels, read_image
+    from .metrics import image_report, segmentation_report
+
+    load = lambda a: np.asarray(read_image(str(a))) if isinstance(a, (str, os.PathLike)) else np.asarray(a)  # noqa
+    p, t = load(pred), load(target)
+    if p.shape != t.shape:
+        raise ValueError(f"pred has shape {p.shape} but target has shape {t.shape}; they must match")
+    if task == "regression":
+        if data_range is None:
+            raise ValueError("data_range is required for task='regression' (e.g. 1.0 or 255)")
+        report = image_report(p.astype(np.float64), t.astype(np.float64), data_range=data_range)
+    elif task == "segmentation":
+        if num_classes is None:
+            top = int(max(p.max(), t.max()))
+            num_classes = max(2, top + (0 if label_convention == "scribble" else 1))
+        t = prepare_labels(t, num_classes=num_classes, convention=label_convention, ignore_index=ignore_index)
+        report = segmentation_report(p.astype(np.int64), t, num_classes=num_classes, ignore_index=ignore_index,
+                                     class_names=list(class_names) if class_names else None)
+    else:
+        raise ValueError(f"task={task!r} is not allowed; expected 'segmentation' or 'regression'")
+    if out is not None:
+        write_metrics(report, out)
+    return report
+
+
+def write_metrics(report: dict, path: str | os.PathLike) -> Path:
+    """Write a metrics dict as JSON or as a two-column CSV of scalars (atomically)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    if path.suffix == ".json":
+        tmp.write_text(json.dumps(report, indent=2, default=float))
+    elif path.suffix == ".csv":
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["metric", "value"])
+            for k, v in flatten_scalars(report).items():
+                w.writerow([k, v])
+    else:
+        raise ValueError(f"metrics output {path} must end in .json or .csv")
+    os.replace(tmp, path)
+    return path
+
+
+def flatten_scalars(report: dict, prefix: str = "") -> dict[str, float]:
+    """Nested metric dicts -> ``{"per_class.circle.f1": 0.9, ...}``, scalars only."""
+    flat = {}
+    for k, v in report.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            flat.update(flatten_scalars(v, key + "."))
+        elif isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool):
+            flat[key] = float(v)
+    return flat
+
+
+def info(address: str) -> dict:
+    """Shape, dtype, chunks, format and size of an image file (read lazily), or a model file's metadata."""
+    if str(address).endswith(".safetensors"):
+        from .modelfile import read_model_info
+
+        meta = read_model_info(address)
+        return {"format": "mixscale model", **{k: v for k, v in meta.__dict__.items() if k != "train_config"}}
+    from .data import image_info
+
+    return image_info(str(address))

@@ -1,0 +1,139 @@
+"""The training configuration: pydantic schemas only (nothing here executes code).
+
+A config is versioned YAML. Unknown keys and wrong types are errors that name the
+key. Network arguments are not repeated here: they are checked against the
+network's constructor, the single source of its defaults.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+CONFIG_VERSION = 1
+Paths = Union[str, list[str]]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class AugmentConfig(_Strict):
+    """Mirrors :class:`mixscale.data.Augmentation` (a test checks the defaults agree)."""
+
+    dihedral: bool = True
+    intensity_scale: tuple[float, float] | None = (0.9, 1.1)
+    intensity_shift: tuple[float, float] | None = (-0.1, 0.1)
+    noise_std: float = Field(0.0, ge=0)
+
+
+class DataConfig(_Strict):
+    """Where the images and labels are, and how patches are drawn from them."""
+
+    train_images: Paths
+    train_labels: Paths
+    val_images: Paths | None = None
+    val_labels: Paths | None = None
+    split: Literal["auto", "images", "pixels"] = "auto"
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    label_convention: Literal["dense", "scribble"] = "dense"
+    num_classes: int | None = Field(None, ge=2)
+    class_names: list[str] | None = None
+    ignore_index: int = -1
+    channel_axis: int | None = None
+    spatial_dims: Literal[2, 3] = 2
+    patch_shape: list[int] = Field(default_factory=lambda: [128, 128])
+    samples_per_epoch: int = Field(256, ge=1)
+    val_samples: int = Field(64, ge=1)
+    batch_size: int = Field(8, ge=1)
+    num_workers: int = Field(0, ge=0)
+    label_fraction: float = Field(0.9, ge=0, le=1)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+
+    @model_validator(mode="after")
+    def _check_shapes(self):
+        if len(self.patch_shape) != self.spatial_dims or min(self.patch_shape) < 1:
+            raise ValueError(f"patch_shape={self.patch_shape} must have spatial_dims={self.spatial_dims} "
+                             "positive entries")
+        if (self.val_images is None) != (self.val_labels is None):
+            raise ValueError("val_images and val_labels must be given together")
+        if self.class_names is not None and self.num_classes is not None and len(self.class_names) != self.num_classes:
+            raise ValueError(f"class_names has {len(self.class_names)} entries but num_classes={self.num_classes}")
+        return self
+
+
+class NetConfig(BaseModel):
+    """``name`` plus the network's constructor arguments (checked against its signature)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = "msd"
+
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class OptimConfig(_Strict):
+    name: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0)
+
+
+class ScheduleConfig(_Strict):
+    name: Literal["none", "cosine", "step", "plateau"] = "none"
+    step_size: int = Field(30, ge=1)
+    gamma: float = Field(0.1, gt=0)
+    patience: int = Field(10, ge=0)
+    min_lr: float = Field(0.0, ge=0)
+
+
+class TrainerConfig(_Strict):
+    """Passed through to ``lightning.Trainer``."""
+
+    max_epochs: int = Field(50, ge=1)
+    precision: Literal["32-true", "16-mixed", "bf16-mixed", "64-true"] = "32-true"
+    gradient_clip_val: float | None = Field(None, gt=0)
+    gradient_clip_algorithm: Literal["norm", "value"] = "norm"
+    early_stopping_patience: int | None = Field(None, ge=1)
+    accelerator: str = "auto"
+    devices: Union[int, str, list[int]] = "auto"
+    strategy: str = "auto"
+    num_nodes: int = Field(1, ge=1)
+    log_every_n_steps: int = Field(10, ge=1)
+    deterministic: bool = False
+    progress_bar: bool = True
+
+
+class TrainConfig(_Strict):
+    """A whole training run."""
+
+    version: Literal[1] = CONFIG_VERSION
+    task: Literal["segmentation", "regression"] = "segmentation"
+    run_dir: str
+    seed: int = 0
+    data: DataConfig
+    net: NetConfig = Field(default_factory=NetConfig)
+    loss: Union[str, dict[str, float], None] = None
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version(cls, v):
+        if v != CONFIG_VERSION:
+            raise ValueError(f"config version {v!r} is not supported; this mixscale reads version {CONFIG_VERSION}")
+        return v
+
+    @model_validator(mode="after")
+    def _task_needs(self):
+        if self.task == "segmentation" and self.data.num_classes is None:
+            raise ValueError("data.num_classes is required for task 'segmentation'")
+        return self
+
+    def loss_spec(self) -> str | dict[str, float]:
+        """The loss, defaulting to cross-entropy for segmentation and MSE for regression."""
+        if self.loss is not None:
+            return self.loss
+        return "ce" if self.task == "segmentation" else "mse"

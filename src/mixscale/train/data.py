@@ -1,0 +1,144 @@
+"""From the ``data`` section of a config to training and validation datasets."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..config import TrainConfig
+from ..data import (Augmentation, Normalization, PatchDataset, PatchSampler, check_label_convention,
+                    compute_normalization, pixel_split, prepare_labels, read_image, split_images)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingData:
+    """Datasets plus what the model file must remember about the data."""
+
+    train: PatchDataset
+    val: PatchDataset
+    in_channels: int
+    out_channels: int
+    normalization: dict
+    target_normalization: dict | None
+    class_names: list[str] | None
+
+
+def _addresses(value) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+def to_channels_first(array: np.ndarray, *, channel_axis: int | None, spatial_dims: int) -> np.ndarray:
+    """``(*S)`` or an array with a channel axis -> ``(C, *S)``."""
+    if channel_axis is None:
+        return array[None]
+    if not -array.ndim <= channel_axis < array.ndim:
+        raise ValueError(f"channel_axis={channel_axis} is out of range for an array of shape {array.shape}")
+    return np.moveaxis(array, channel_axis, 0)
+
+
+def load_pairs(images, labels, config: TrainConfig) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Read image and label files; images become ``(C, *S)`` float32, labels ``(*S)`` int64 or ``(C, *S)``."""
+    d = config.data
+    img_paths, lab_paths = _addresses(images), _addresses(labels)
+    if len(img_paths) != len(lab_paths):
+        raise ValueError(f"{len(img_paths)} image entries but {len(lab_paths)} label entries; they must pair up")
+    xs, ys = [], []
+    for ip, lp in zip(img_paths, lab_paths):
+        x = to_channels_first(np.asarray(read_image(ip)), channel_axis=d.channel_axis, spatial_dims=d.spatial_dims)
+        y = np.asarray(read_image(lp))
+        if config.task == "regression":
+            y = to_channels_first(y, channel_axis=d.channel_axis, spatial_dims=d.spatial_dims).astype(np.float32)
+        else:
+            check_label_convention(y, convention=d.label_convention, num_classes=d.num_classes)
+            y = prepare_labels(y, num_classes=d.num_classes, convention=d.label_convention,
+                               ignore_index=d.ignore_index)
+        spatial_y = y.shape[1:] if config.task == "regression" else y.shape
+        if x.shape[1:] != spatial_y:
+            raise ValueError(f"image {ip} has spatial shape {x.shape[1:]} but labels {lp} have {spatial_y}")
+        if x.ndim - 1 < d.spatial_dims:
+            raise ValueError(f"image {ip} has shape {x.shape[1:]}: too few axes for spatial_dims={d.spatial_dims}")
+        if not np.isfinite(x).all():
+            raise ValueError(f"image {ip} contains NaN or infinite values")
+        xs.append(x.astype(np.float32, copy=False))
+        ys.append(y)
+    return xs, ys
+
+
+def _regression_split(targets, config):
+    """Pixel split of regression targets: finite pixels are 'labelled'; the other half becomes NaN."""
+    d = config.data
+    tr, va = [], []
+    for t in targets:
+        lab = np.where(np.isfinite(t).all(0), 0, -1)
+        a, b = pixel_split(lab, val_fraction=d.val_fraction, ignore_index=-1, seed=config.seed)
+        tr.append(np.where(a[None] >= 0, t, np.nan).astype(np.float32))
+        va.append(np.where(b[None] >= 0, t, np.nan).astype(np.float32))
+    return tr, va
+
+
+def split_train_val(xs, ys, config: TrainConfig):
+    """Use the validation files if given; else split images (3 or more) or labelled pixels (1 or 2)."""
+    d = config.data
+    if d.val_images is not None:
+        vx, vy = load_pairs(d.val_images, d.val_labels, config)
+        return xs, ys, vx, vy
+    mode = d.split if d.split != "auto" else ("images" if len(xs) >= 3 else "pixels")
+    logger.info("validation split: %s (%d training images)", mode, len(xs))
+    if mode == "images":
+        if len(xs) < 2:
+            raise ValueError("data.split='images' needs at least 2 images; use split='pixels' for one image")
+        tr, va = split_images(len(xs), val_fraction=d.val_fraction, seed=config.seed)
+        return [xs[i] for i in tr], [ys[i] for i in tr], [xs[i] for i in va], [ys[i] for i in va]
+    if config.task == "regression":
+        ty, vy = _regression_split(ys, config)
+    else:
+        pairs = [pixel_split(y, val_fraction=d.val_fraction, ignore_index=d.ignore_index, seed=config.seed)
+                 for y in ys]
+        ty, vy = [p[0] for p in pairs], [p[1] for p in pairs]
+    return xs, ty, xs, vy
+
+
+def target_normalization(targets: list[np.ndarray]) -> Normalization:
+    """Per-channel mean/std of regression targets ``(C, *S)`` over their finite (labelled) pixels."""
+    chans = targets[0].shape[0]
+    values = [np.concatenate([t[c][np.isfinite(t[c])].ravel() for t in targets]).astype(np.float64)
+              for c in range(chans)]
+    if any(v.size == 0 for v in values):
+        raise ValueError("a regression target channel has no finite (labelled) pixels")
+    return Normalization(mean=[float(v.mean()) for v in values], std=[float(v.std()) or 1.0 for v in values])
+
+
+def _scale_targets(targets, norm: Normalization):
+    """``(t - mean) / std`` per channel, keeping NaN (unlabelled) as NaN."""
+    mean = np.asarray(norm.mean, np.float32).reshape(-1, *(1,) * (targets[0].ndim - 1))
+    std = np.asarray(norm.std, np.float32).reshape(mean.shape)
+    return [((t - mean) / std).astype(np.float32) for t in targets]
+
+
+def build_training_data(config: TrainConfig) -> TrainingData:
+    """Read, check, split and wrap the data of ``config`` in patch datasets (normalised on the fly)."""
+    d = config.data
+    xs, ys = load_pairs(d.train_images, d.train_labels, config)
+    tx, ty, vx, vy = split_train_val(xs, ys, config)
+    norm = compute_normalization(tx, channel_axis=0)
+    target_norm = None
+    if config.task == "regression":
+        target_norm = target_normalization(ty)
+        ty, vy = _scale_targets(ty, target_norm), _scale_targets(vy, target_norm)
+    sampler = lambda X, Y, frac: PatchSampler(X, Y, patch_shape=tuple(d.patch_shape),  # noqa: E731
+                                              spatial_dims=d.spatial_dims, ignore_index=d.ignore_index,
+                                              label_fraction=frac)
+    aug = Augmentation(**d.augment.model_dump())
+    train = PatchDataset(sampler(tx, ty, d.label_fraction), augmentation=aug, samples_per_epoch=d.samples_per_epoch,
+                         seed=config.seed, normalization=norm)
+    val = PatchDataset(sampler(vx, vy, 1.0), samples_per_epoch=d.val_samples, seed=config.seed + 1,
+                       normalization=norm)
+    in_channels = tx[0].shape[0]
+    out_channels = d.num_classes if config.task == "segmentation" else ty[0].shape[0]
+    names = d.class_names or ([f"class_{i}" for i in range(d.num_classes)] if d.num_classes else None)
+    return TrainingData(train, val, in_channels, out_channels, norm.to_dict(),
+                        target_norm.to_dict() if target_norm else None, names)

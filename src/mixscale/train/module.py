@@ -1,0 +1,136 @@
+"""The LightningModule: a net, a loss, validation metrics, an optimiser. Nothing else."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+from torch import nn
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+
+
+def build_optimizer(params, *, name: str, lr: float, weight_decay: float, momentum: float) -> torch.optim.Optimizer:
+    """Adam, AdamW or SGD (with momentum) by name."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optim.name={name!r} is not allowed; expected one of {list(OPTIMIZERS)}")
+    extra = {"momentum": momentum} if name == "sgd" else {}
+    return OPTIMIZERS[name](params, lr=lr, weight_decay=weight_decay, **extra)
+
+
+def build_scheduler(optimizer, *, name: str, max_epochs: int, step_size: int, gamma: float, patience: int,
+                    min_lr: float) -> dict | None:
+    """A Lightning ``lr_scheduler`` dict for cosine, step or plateau schedules (``None`` for "none")."""
+    sched = torch.optim.lr_scheduler
+    if name == "none":
+        return None
+    if name == "cosine":
+        return {"scheduler": sched.CosineAnnealingLR(optimizer, T_max=max_epochs, eta_min=min_lr)}
+    if name == "step":
+        return {"scheduler": sched.StepLR(optimizer, step_size=step_size, gamma=gamma)}
+    if name == "plateau":
+        plateau = sched.ReduceLROnPlateau(optimizer, factor=gamma, patience=patience, min_lr=min_lr)
+        return {"scheduler": plateau, "monitor": "val_loss"}
+    raise ValueError(f"schedule.name={name!r} is not allowed; expected none, cosine, step or plateau")
+
+
+class MixscaleModule(L.LightningModule):
+    """Train ``net`` with ``loss``; log ``train_loss``, ``val_loss`` and validation metrics.
+
+    Parameters
+    ----------
+    net : nn.Module
+        ``(N, C_in, *spatial) -> (N, C_out, *spatial)``.
+    loss : nn.Module
+        ``loss(pred, target)``; it skips unlabelled pixels itself.
+    task : {"segmentation", "regression"}
+    num_classes : int or None
+        For segmentation metrics (confusion matrix over labelled pixels).
+    ignore_index : int
+    optim, schedule : dict
+        Keyword arguments of :func:`build_optimizer` and :func:`build_scheduler`.
+    """
+
+    def __init__(self, net: nn.Module, loss: nn.Module, *, task: str, num_classes: int | None,
+                 ignore_index: int = -1, optim: dict, schedule: dict) -> None:
+        super().__init__()
+        self.net, self.loss = net, loss
+        self.task, self.num_classes, self.ignore_index = task, num_classes, ignore_index
+        self.optim_kwargs, self.schedule_kwargs = optim, schedule
+        self._confusion: torch.Tensor | None = None
+        self._sq_err = self._abs_err = self._count = 0.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def on_train_epoch_start(self) -> None:
+        # patch datasets draw new patches per epoch; Lightning only tells samplers, so tell the dataset
+        dataset = getattr(self.trainer.train_dataloader, "dataset", None)
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(self.current_epoch)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = self.loss(self.net(x), y)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=x.shape[0],
+                 sync_dist=True)
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        if self.task == "segmentation":
+            self._confusion = torch.zeros(self.num_classes, self.num_classes, dtype=torch.long, device=self.device)
+        self._sq_err = self._abs_err = self._count = 0.0
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        pred = self.net(x)
+        loss = self.loss(pred, y)
+        self.log("val_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=x.shape[0],
+                 sync_dist=True)
+        if self.task == "segmentation":
+            self._accumulate_confusion(pred.argmax(1), y)
+        else:
+            valid = ~torch.isnan(y)
+            diff = (pred - torch.nan_to_num(y))[valid]
+            self._sq_err += float((diff**2).sum())
+            self._abs_err += float(diff.abs().sum())
+            self._count += int(valid.sum())
+
+    def _accumulate_confusion(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        keep = target != self.ignore_index
+        idx = target[keep] * self.num_classes + pred[keep]
+        self._confusion += torch.bincount(idx, minlength=self.num_classes**2).view(self.num_classes, -1)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.task == "segmentation":
+            cm = self.all_gather(self._confusion)
+            cm = cm.sum(0) if cm.ndim == 3 else cm
+            for name, value in confusion_metrics(cm.double()).items():
+                self.log(f"val_{name}", value, prog_bar=name == "f1_macro")
+        elif self._count:
+            self.log("val_mse", self._sq_err / self._count, sync_dist=True)
+            self.log("val_mae", self._abs_err / self._count, sync_dist=True)
+
+    def configure_optimizers(self):
+        opt = build_optimizer(self.net.parameters(), **self.optim_kwargs)
+        sched = build_scheduler(opt, max_epochs=self.trainer.max_epochs, **self.schedule_kwargs)
+        return opt if sched is None else {"optimizer": opt, "lr_scheduler": sched}
+
+
+def confusion_metrics(cm: torch.Tensor) -> dict[str, float]:
+    """Macro F1 and IoU over classes present in truth or prediction, GA and CA, from a (C, C) matrix."""
+    tp = cm.diagonal()
+    support, predicted = cm.sum(1), cm.sum(0)
+    present = (support + predicted) > 0
+    f1 = 2 * tp / (support + predicted).clamp(min=1)
+    iou = tp / (support + predicted - tp).clamp(min=1)
+    recall = tp / support.clamp(min=1)
+    total = cm.sum().clamp(min=1)
+    nan = math.nan
+    return {
+        "f1_macro": float(f1[present].mean()) if present.any() else nan,
+        "iou_macro": float(iou[present].mean()) if present.any() else nan,
+        "accuracy": float(tp.sum() / total),
+        "class_accuracy": float(recall[support > 0].mean()) if (support > 0).any() else nan,
+    }

@@ -1,0 +1,96 @@
+"""The CLI end to end on a tiny data set in a temporary directory (real processes, real files)."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from mixscale.cli.main import main
+
+
+def _run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "mixscale.cli.main", *args], capture_output=True, text=True,
+                          cwd=cwd, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+def test_help_is_fast_and_lists_commands():
+    t0 = time.perf_counter()
+    out = _run("--help")
+    elapsed = time.perf_counter() - t0
+    assert out.returncode == 0
+    for cmd in ("train", "predict", "evaluate", "info", "demo"):
+        assert cmd in out.stdout
+    assert elapsed < 3.0  # generous for a loaded CI machine; the import itself is well under a second
+    code = "import sys, mixscale.cli.main; print('torch' in sys.modules, 'lightning' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.split() == \
+        ["False", "False"]
+
+
+def test_train_predict_evaluate_info_end_to_end(tmp_path, tiny_config_file, tiny_dataset, capsys):
+    run = tmp_path / "run"
+    assert main(["train", str(tiny_config_file), "--set", "trainer.max_epochs=2"]) == 0
+    for name in ("config.yaml", "model.safetensors", "checkpoints/last.ckpt", "checkpoints/best.ckpt",
+                 "logs/metrics.csv"):
+        assert (run / name).is_file(), name
+    out = tmp_path / "pred.tif"
+    assert main(["predict", str(run / "model.safetensors"), tiny_dataset["val_images"], "-o", str(out),
+                 "--axis", "0"]) == 0
+    from mixscale.data import read_image
+
+    pred = read_image(str(out))
+    assert pred.shape == (3, 40, 40) and pred.dtype == np.uint8
+    js = tmp_path / "m.json"
+    assert main(["evaluate", str(out), tiny_dataset["val_labels"], "--num-classes", "2", "-o", str(js),
+                 "-o", str(tmp_path / "m.csv")]) == 0
+    table = capsys.readouterr().out
+    assert "f1_macro" in table and 0 <= json.loads(js.read_text())["f1_macro"] <= 1
+    assert (tmp_path / "m.csv").read_text().startswith("metric,value")
+    assert main(["info", str(out)]) == 0
+    assert "(3, 40, 40)" in capsys.readouterr().out
+    assert main(["info", str(run / "model.safetensors")]) == 0
+    assert "msd" in capsys.readouterr().out
+
+
+def test_existing_run_is_never_overwritten(tmp_path, tiny_config_file, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "keep.txt").write_text("precious")
+    assert main(["train", str(tiny_config_file)]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err
+    assert (tmp_path / "run" / "keep.txt").read_text() == "precious"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.num_clases=3", "data.num_clases: unknown key"),
+    ("trainer.max_epochs=lots", "trainer.max_epochs"),
+    ("net.name=resnet", "unknown network name='resnet'"),
+    ("net.depht=3", r"unknown argument\(s\) \['depht'\]"),
+])
+def test_config_typos_give_one_clear_error(tiny_config_file, capsys, override, message):
+    assert main(["train", str(tiny_config_file), "--set", override]) == 2
+    err = capsys.readouterr().err
+    assert "error" in err and __import__("re").search(message, err), err
+    assert "Traceback" not in err
+
+
+def test_bad_inputs_are_clear_errors(tmp_path, tiny_config, tiny_config_file, tiny_dataset, capsys):
+    from mixscale.data import write_image
+
+    assert main(["train", str(tmp_path / "missing.yaml")]) == 2
+    assert "config file not found" in capsys.readouterr().err
+    lab = tmp_path / "lab.tif"
+    write_image(str(lab), np.full((3, 40, 40), 5, np.uint8))  # a class outside 0..1
+    assert main(["train", str(tiny_config_file), "--set", f"data.train_labels={lab}"]) == 2
+    assert "5" in capsys.readouterr().err
+    shape = tmp_path / "small.tif"
+    write_image(str(shape), np.zeros((3, 30, 40), np.uint8))
+    assert main(["train", str(tiny_config_file), "--set", f"data.train_labels={shape}"]) == 2
+    assert "spatial shape" in capsys.readouterr().err
+    nan = tmp_path / "nan.tif"
+    write_image(str(nan), np.full((3, 40, 40), np.nan, np.float32))
+    assert main(["train", str(tiny_config_file), "--set", f"data.train_images={nan}"]) == 2
+    assert "NaN" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "model.safetensors").exists()

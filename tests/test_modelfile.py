@@ -1,0 +1,74 @@
+"""The model file: exact round trip, no code on load, clear refusals."""
+
+import json
+import pickle
+
+import pytest
+import torch
+
+from mixscale.modelfile import FORMAT_VERSION, ModelInfo, load_model, read_model_info, save_model
+from mixscale.nets import create_net
+
+
+def _trained_like(name, **kw):
+    torch.manual_seed(0)
+    net = create_net(name, **kw)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.1)  # non-trivial weights, zero final layer included
+    return net.eval()
+
+
+@pytest.mark.parametrize("name, kw, shape", [
+    ("msd", dict(depth=5, width=2, dilations=[1, 3], in_channels=2, out_channels=3), (1, 2, 17, 15)),
+    ("msd", dict(spatial_dims=3, depth=3, dilations=[1, 2], norm="batch"), (1, 1, 9, 8, 7)),
+    ("unet", dict(depth=3, base_channels=4, growth_rate=1.5, out_channels=2), (2, 1, 19, 13)),
+])
+def test_round_trip_gives_identical_outputs(tmp_path, name, kw, shape):
+    net = _trained_like(name, **kw)
+    info = ModelInfo(net_name=name, net_config=net.config(), task="segmentation", class_names=["a", "b", "c"],
+                     normalization={"mean": [0.5], "std": [2.0]}, train_config={"seed": 3})
+    path = save_model(tmp_path / "m.safetensors", net, info)
+    loaded, info2 = load_model(path)
+    x = torch.randn(*shape)
+    with torch.no_grad():
+        assert torch.equal(net(x), loaded(x))
+    assert info2 == info and info2.format_version == FORMAT_VERSION
+    assert not list(tmp_path.glob(".*tmp*"))  # no temporary file left behind
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))  # would create the marker file if ever unpickled
+
+
+def test_pickle_payload_is_refused_without_running(tmp_path):
+    marker = tmp_path / "pwned"
+    bad = tmp_path / "model.safetensors"
+    torch.save({"state_dict": _Payload(str(marker))}, bad)  # a zip-pickle checkpoint renamed
+    with pytest.raises(ValueError, match="not a mixscale model file"):
+        load_model(bad)
+    raw = tmp_path / "raw.safetensors"
+    raw.write_bytes(pickle.dumps(_Payload(str(marker))))  # a bare pickle
+    with pytest.raises(ValueError, match="not a mixscale model file"):
+        load_model(raw)
+    assert not marker.exists()
+
+
+def test_newer_format_and_missing_metadata_are_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "future.safetensors"
+    meta = {"net_name": "msd", "net_config": {}, "format_version": FORMAT_VERSION + 1}
+    save_file({"x": torch.zeros(1)}, str(path), metadata={"mixscale": json.dumps(meta)})
+    with pytest.raises(ValueError, match="format_version=2"):
+        read_model_info(path)
+    plain = tmp_path / "plain.safetensors"
+    save_file({"x": torch.zeros(1)}, str(plain))
+    with pytest.raises(ValueError, match="without mixscale metadata"):
+        load_model(plain)
+    with pytest.raises(FileNotFoundError, match="model file not found"):
+        load_model(tmp_path / "nope.safetensors")
