@@ -24,7 +24,7 @@ def make_demo_data(data_dir: Path, *, seed: int = 0) -> dict[str, str]:
     data_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
     for i, (split, n) in enumerate([("train", 12), ("val", 4), ("test", 8)]):
-        images, labels = random_shapes(n, image_shape=(128, 128), noise_std=0.5, seed=seed + i)
+        images, labels = random_shapes(n, image_shape=(128, 128), noise_std=0.3, seed=seed + i)
         for kind, array in (("images", images.astype(np.float32)), ("labels", labels.astype(np.uint8))):
             paths[f"{split}_{kind}"] = str(data_dir / f"{split}_{kind}.tif")
             write_image(paths[f"{split}_{kind}"], array)

@@ -156,3 +156,28 @@ def test_wrong_input_shape_is_a_clear_error():
         net(torch.zeros(1, 1, 8, 8, 8))
     with pytest.raises(ValueError, match="too small for reflect padding"):
         MSDNet(depth=2, dilations=[5])(torch.zeros(1, 1, 4, 20))
+
+
+@pytest.mark.parametrize("spatial_dims, shape", [(2, (2, 2, 23, 19)), (3, (2, 2, 11, 12, 13))])
+def test_msd_tap_reformulation_equals_direct_convolution(spatial_dims, shape):
+    """Forward and gradients of the fast path against library convolutions, float64."""
+    torch.manual_seed(3)
+    net = MSDNet(spatial_dims=spatial_dims, in_channels=2, out_channels=3, depth=5, width=2,
+                 dilations=[1, 4, 2, 3]).double()
+    torch.nn.init.normal_(net.final_weight)
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    fast, slow = net(x), net(x, direct=True)
+    torch.testing.assert_close(fast, slow, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(fast)
+    grads_fast = torch.autograd.grad(fast, [x, *net.parameters()], g)
+    grads_slow = torch.autograd.grad(slow, [x, *net.parameters()], g)
+    for a, b in zip(grads_fast, grads_slow):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_msd_gradcheck_float64():
+    torch.manual_seed(4)
+    net = MSDNet(depth=3, width=2, in_channels=1, out_channels=2, dilations=[1, 2, 3]).double()
+    torch.nn.init.normal_(net.final_weight)
+    x = torch.randn(1, 1, 7, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda inp: net(inp), (x,))

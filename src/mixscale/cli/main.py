@@ -109,7 +109,16 @@ def _cmd_info(args) -> None:
 def _cmd_demo(args) -> None:
     from mixscale.demo import run_demo
 
-    run_demo(args.out, epochs=args.epochs)
+    t0 = time.perf_counter()
+    s = run_demo(args.out, epochs=args.epochs)
+    print(f"\nmixscale demo finished in {time.perf_counter() - t0:.0f} s ({s['epochs']} epochs of a 2D MS-D)")
+    print(f"  held-out macro F1   {s['f1_macro']:.3f}   (majority-class baseline {s['baseline_f1_macro']:.3f})")
+    print(f"  held-out accuracy   {s['accuracy']:.3f}   (majority-class baseline {s['baseline_accuracy']:.3f})")
+    print(f"  adjusted Rand index {s['ari']:.3f}")
+    print(f"  run directory: {s['run_dir']}\n  model file:    {s['model']}\n  predictions:   {s['predictions']}")
+    print(f"  metrics:       {s['metrics']}")
+    for fig in s["figures"]:
+        print(f"  figure:        {fig}")
 
 
 COMMANDS = {"train": _cmd_train, "predict": _cmd_predict, "evaluate": _cmd_evaluate, "info": _cmd_info,

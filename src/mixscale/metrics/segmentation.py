@@ -309,6 +309,36 @@ def _names(class_names: Sequence[str] | None, num_classes: int) -> list[str]:
     return names
 
 
+def confusion_summary(matrix) -> dict[str, float]:
+    """The scalar scores of a ``(C, C)`` confusion matrix (rows = true class).
+
+    Lets callers that accumulate a matrix block by block or batch by batch (the
+    training loop, out-of-core evaluation) report exactly what
+    :func:`segmentation_report` reports.
+
+    Returns
+    -------
+    dict with ``num_labelled``, ``accuracy``, ``class_accuracy``, ``f1_macro``,
+    ``f1_micro``, ``iou_macro``, ``iou_micro`` and ``ari``.
+    """
+    matrix = np.asarray(matrix, dtype=np.int64)
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+        raise ValueError(f"matrix must be a square (C, C) array, got shape {matrix.shape}")
+    stats = _per_class(matrix)
+    total = int(matrix.sum())
+    return {
+        "num_labelled": total,
+        "accuracy": int(np.trace(matrix)) / total if total else math.nan,
+        "class_accuracy": nanmean(stats["recall"]),
+        "f1_macro": nanmean(stats["f1"]),
+        "f1_micro": _micro("f1", matrix),
+        "iou_macro": nanmean(stats["iou"]),
+        "iou_micro": _micro("iou", matrix),
+        # for class maps the contingency table of the ARI is the confusion matrix
+        "ari": _ari_from_table(matrix, matrix.sum(axis=1), matrix.sum(axis=0)),
+    }
+
+
 def segmentation_report(pred: object, target: object, *, num_classes: int,
                         ignore_index: int = -1,
                         class_names: Sequence[str] | None = None) -> dict:
@@ -340,17 +370,8 @@ def segmentation_report(pred: object, target: object, *, num_classes: int,
     matrix = confusion_matrix(pred, target, num_classes=num_classes, ignore_index=ignore_index)
     names = _names(class_names, num_classes)
     stats = _per_class(matrix)
-    total = int(matrix.sum())
     return {
-        "num_labelled": total,
-        "accuracy": int(np.trace(matrix)) / total if total else math.nan,
-        "class_accuracy": nanmean(stats["recall"]),
-        "f1_macro": nanmean(stats["f1"]),
-        "f1_micro": _micro("f1", matrix),
-        "iou_macro": nanmean(stats["iou"]),
-        "iou_micro": _micro("iou", matrix),
-        # for class maps the contingency table of the ARI is the confusion matrix
-        "ari": _ari_from_table(matrix, matrix.sum(axis=1), matrix.sum(axis=0)),
+        **confusion_summary(matrix),
         "per_class": {
             name: {key: (int(values[i]) if key == "support" else float(values[i]))
                    for key, values in stats.items()}

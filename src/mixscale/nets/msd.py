@@ -160,23 +160,59 @@ class MSDNet(nn.Module):
                 f"dilation {dmax}; every spatial size must be > {dmax}"
             )
 
-    def _layer(self, i: int, maps: torch.Tensor) -> torch.Tensor:
+    def _conv_direct(self, i: int, maps: torch.Tensor) -> torch.Tensor:
+        """Layer ``i``'s dilated convolution as written: reflect-pad all maps, convolve."""
+        conv = F.conv2d if self.spatial_dims == 2 else F.conv3d
         outs = []
         for j, d in enumerate(self.channel_dilations[i]):
             padded = F.pad(maps, (d,) * (2 * self.spatial_dims), mode="reflect")
-            conv = F.conv2d if self.spatial_dims == 2 else F.conv3d
             outs.append(conv(padded, self.weights[i][j : j + 1], self.biases[i][j : j + 1], dilation=d))
-        y = torch.cat(outs, dim=1)
+        return torch.cat(outs, dim=1)
+
+    def _conv_taps(self, i: int, maps: torch.Tensor) -> torch.Tensor:
+        """The same convolution, reformulated: one matrix product, then shifted adds.
+
+        Reflect padding maps pixel indices the same way for every input map, so
+        ``conv(X, W, d) = sum_t shift_t(sum_c W[c, t] X_c)``: a 1x1 convolution of the
+        ``k`` maps into one map per tap (a fast matrix product), then the taps are
+        reflect-padded (a handful of maps instead of ``k``) and added with their shifts.
+        """
+        taps = 3**self.spatial_dims
+        w = self.weights[i]
+        flat = w.reshape(self.width, w.shape[1], taps).transpose(1, 2).reshape(self.width * taps, w.shape[1])
+        y = torch.matmul(flat, maps.flatten(2)).view(maps.shape[0], -1, *maps.shape[2:])
+        spatial = maps.shape[2:]
+        outs = []
+        for j, d in enumerate(self.channel_dilations[i]):
+            padded = F.pad(y[:, j * taps : (j + 1) * taps], (d,) * (2 * self.spatial_dims), mode="reflect")
+            acc = self.biases[i][j].expand(maps.shape[0], *spatial)
+            for t, offset in enumerate(_tap_offsets(self.spatial_dims)):
+                window = tuple(slice(o * d, o * d + s) for o, s in zip(offset, spatial))
+                acc = acc + padded[(slice(None), t) + window]
+            outs.append(acc)
+        return torch.stack(outs, dim=1)
+
+    def _layer(self, i: int, maps: torch.Tensor, direct: bool) -> torch.Tensor:
+        y = self._conv_direct(i, maps) if direct else self._conv_taps(i, maps)
         if self.norms is not None:
             y = self.norms[i](y)
         return F.relu(y)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, in_channels, *spatial) -> (N, out_channels, *spatial)``."""
+    def forward(self, x: torch.Tensor, *, direct: bool = False) -> torch.Tensor:
+        """``(N, in_channels, *spatial) -> (N, out_channels, *spatial)``.
+
+        ``direct=True`` uses library convolutions on all maps (slow; the test oracle).
+        """
         check_input(x, spatial_dims=self.spatial_dims, in_channels=self.in_channels, net="msd")
         self._check_size(x)
         maps = x  # the input itself is a map of every layer; it is never passed through the ReLU
         for i in range(self.depth):
-            maps = torch.cat([maps, self._layer(i, maps)], dim=1)
+            maps = torch.cat([maps, self._layer(i, maps, direct)], dim=1)
         conv = F.conv2d if self.spatial_dims == 2 else F.conv3d
         return conv(maps, self.final_weight, self.final_bias)
+
+
+def _tap_offsets(spatial_dims: int) -> list[tuple[int, ...]]:
+    """Kernel tap positions in weight order: (0, 0), (0, 1), ... (2, 2) (and a third axis in 3D)."""
+    grids = torch.meshgrid(*[torch.arange(3)] * spatial_dims, indexing="ij")
+    return [tuple(int(g.flatten()[t]) for g in grids) for t in range(3**spatial_dims)]

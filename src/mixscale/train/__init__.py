@@ -1,6 +1,6 @@
 """Training on Lightning: the module, the data from a config, and ``fit``."""
 
 from .fit import RunResult, fit
-from .module import MixscaleModule, confusion_metrics
+from .module import MixscaleModule
 
-__all__ = ["MixscaleModule", "RunResult", "confusion_metrics", "fit"]
+__all__ = ["MixscaleModule", "RunResult", "fit"]

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import lightning as L
 import torch
 from torch import nn
+
+from ..metrics import confusion_summary
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
 
@@ -106,8 +106,9 @@ class MixscaleModule(L.LightningModule):
         if self.task == "segmentation":
             cm = self.all_gather(self._confusion)
             cm = cm.sum(0) if cm.ndim == 3 else cm
-            for name, value in confusion_metrics(cm.double()).items():
-                self.log(f"val_{name}", value, prog_bar=name == "f1_macro")
+            summary = confusion_summary(cm.cpu().numpy())
+            for name in ("f1_macro", "iou_macro", "accuracy", "class_accuracy"):
+                self.log(f"val_{name}", summary[name], prog_bar=name == "f1_macro")
         elif self._count:
             self.log("val_mse", self._sq_err / self._count, sync_dist=True)
             self.log("val_mae", self._abs_err / self._count, sync_dist=True)
@@ -116,21 +117,3 @@ class MixscaleModule(L.LightningModule):
         opt = build_optimizer(self.net.parameters(), **self.optim_kwargs)
         sched = build_scheduler(opt, max_epochs=self.trainer.max_epochs, **self.schedule_kwargs)
         return opt if sched is None else {"optimizer": opt, "lr_scheduler": sched}
-
-
-def confusion_metrics(cm: torch.Tensor) -> dict[str, float]:
-    """Macro F1 and IoU over classes present in truth or prediction, GA and CA, from a (C, C) matrix."""
-    tp = cm.diagonal()
-    support, predicted = cm.sum(1), cm.sum(0)
-    present = (support + predicted) > 0
-    f1 = 2 * tp / (support + predicted).clamp(min=1)
-    iou = tp / (support + predicted - tp).clamp(min=1)
-    recall = tp / support.clamp(min=1)
-    total = cm.sum().clamp(min=1)
-    nan = math.nan
-    return {
-        "f1_macro": float(f1[present].mean()) if present.any() else nan,
-        "iou_macro": float(iou[present].mean()) if present.any() else nan,
-        "accuracy": float(tp.sum() / total),
-        "class_accuracy": float(recall[support > 0].mean()) if (support > 0).any() else nan,
-    }
