@@ -92,6 +92,7 @@ class TrainerConfig(_Strict):
     """Passed through to ``lightning.Trainer``."""
 
     max_epochs: int = Field(50, ge=1)
+    max_time: str | None = Field(None, pattern=r"^\d{2}:\d{2}:\d{2}:\d{2}$", description="DD:HH:MM:SS budget")
     precision: Literal["32-true", "16-mixed", "bf16-mixed", "64-true"] = "32-true"
     gradient_clip_val: float | None = Field(None, gt=0)
     gradient_clip_algorithm: Literal["norm", "value"] = "norm"

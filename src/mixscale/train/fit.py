@@ -96,7 +96,7 @@ def build_trainer(config: TrainConfig, run_dir: Path):
     if config.schedule.name != "none":
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     return L.Trainer(
-        default_root_dir=run_dir, max_epochs=t.max_epochs, precision=t.precision,
+        default_root_dir=run_dir, max_epochs=t.max_epochs, max_time=t.max_time, precision=t.precision,
         gradient_clip_val=t.gradient_clip_val, gradient_clip_algorithm=t.gradient_clip_algorithm,
         accelerator=t.accelerator, devices=t.devices, strategy=t.strategy, num_nodes=t.num_nodes,
         logger=CSVLogger(save_dir=run_dir, name="", version="logs"), callbacks=callbacks,
