@@ -50,7 +50,7 @@ def train(config, *, overrides: Sequence[str] = (), resume: bool = False):
 
 
 def predict(model, image, output=None, *, device: str = "cpu", axis: int | None = None, batch_size: int = 1,
-            probabilities: bool = False) -> np.ndarray:
+            probabilities: bool = False, overwrite: bool = False) -> np.ndarray:
     """Apply a model file to an image, a stack or a volume.
 
     Parameters
@@ -70,6 +70,8 @@ def predict(model, image, output=None, *, device: str = "cpu", axis: int | None 
         Slices per forward pass.
     probabilities : bool
         Return class probabilities ``(C, *spatial)`` float32 instead of labels.
+    overwrite : bool
+        Replace an existing ``output`` (otherwise that is an error).
 
     Returns
     -------
@@ -90,7 +92,7 @@ def predict(model, image, output=None, *, device: str = "cpu", axis: int | None 
         raw = predict_whole(net, x, device=device)
     result = _model_output(raw, info, probabilities=probabilities)
     if output is not None:
-        write_image(str(output), result)
+        write_image(str(output), result, overwrite=overwrite)
         logger.info("prediction written to %s (%s, %s)", output, result.shape, result.dtype)
     return result
 

@@ -43,6 +43,17 @@ def test_train_predict_evaluate_info_end_to_end(tmp_path, tiny_config_file, tiny
 
     pred = read_image(str(out))
     assert pred.shape == (3, 40, 40) and pred.dtype == np.uint8
+    again = [str(run / "model.safetensors"), tiny_dataset["val_images"], "-o", str(out), "--axis", "0"]
+    assert main(["predict", *again]) == 2  # an existing output is never replaced silently
+    assert "exists" in capsys.readouterr().err
+    assert main(["predict", *again, "--overwrite"]) == 0
+    prob = tmp_path / "prob.tif"
+    assert main(["predict", *again[:2], "-o", str(prob), "--axis", "0", "--probabilities"]) == 0
+    p = read_image(str(prob))
+    assert p.shape == (2, 3, 40, 40) and np.allclose(p.sum(0), 1, atol=1e-5)
+    assert (p.argmax(0) == read_image(str(out))).all()
+    assert main(["predict", *again[:2], "-o", str(out), "--overwrite"]) == 2  # 2D model, 3D stack, no axis
+    assert "pass axis=0" in capsys.readouterr().err
     js = tmp_path / "m.json"
     assert main(["evaluate", str(out), tiny_dataset["val_labels"], "--num-classes", "2", "-o", str(js),
                  "-o", str(tmp_path / "m.csv")]) == 0

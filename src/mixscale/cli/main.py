@@ -32,6 +32,7 @@ def _add_predict(sub) -> None:
                    help="for a 2D model and a 3D input: predict slice by slice along this axis")
     p.add_argument("--batch-size", type=int, default=1, help="slices per forward pass (default: 1)")
     p.add_argument("--probabilities", action="store_true", help="write class probabilities instead of labels")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
 
 def _add_evaluate(sub) -> None:
@@ -79,7 +80,7 @@ def _cmd_predict(args) -> None:
 
     t0 = time.perf_counter()
     out = api.predict(args.model, args.input, args.output, device=args.device, axis=args.axis,
-                      batch_size=args.batch_size, probabilities=args.probabilities)
+                      batch_size=args.batch_size, probabilities=args.probabilities, overwrite=args.overwrite)
     print(f"wrote {args.output}: shape {out.shape}, {out.dtype} ({time.perf_counter() - t0:.1f} s)")
 
 
