@@ -50,7 +50,7 @@ def train(config, *, overrides: Sequence[str] = (), resume: bool = False):
 
 
 def predict(model, image, output=None, *, device: str = "cpu", axis: int | None = None, batch_size: int = 1,
-            probabilities: bool = False, overwrite: bool = False) -> np.ndarray:
+            probabilities: bool = False, overwrite: bool = False, channel_axis: int | None = None) -> np.ndarray:
     """Apply a model file to an image, a stack or a volume.
 
     Parameters
@@ -58,8 +58,8 @@ def predict(model, image, output=None, *, device: str = "cpu", axis: int | None 
     model : str or Path
         A ``model.safetensors`` written by :func:`train`.
     image : str, Path or ndarray
-        A file address (any supported format) or an array ``(*spatial)``, or
-        ``(C, *spatial)`` for multi-channel models.
+        A file address (any supported format) or an array ``(*spatial)``, or with
+        a channel axis (see ``channel_axis``) for multi-channel models.
     output : str or Path, optional
         Where to write the result (any supported format; written atomically).
     device : str
@@ -72,6 +72,9 @@ def predict(model, image, output=None, *, device: str = "cpu", axis: int | None 
         Return class probabilities ``(C, *spatial)`` float32 instead of labels.
     overwrite : bool
         Replace an existing ``output`` (otherwise that is an error).
+    channel_axis : int, optional
+        Axis of ``image`` holding channels; default: none for single-channel
+        models, axis 0 for multi-channel ones.
 
     Returns
     -------
@@ -83,9 +86,12 @@ def predict(model, image, output=None, *, device: str = "cpu", axis: int | None 
     from .infer import predict_slices, predict_whole
     from .modelfile import load_model
 
+    device = check_device(device)
+    if output is not None and not overwrite and Path(str(output).split(".h5:")[0]).exists():
+        raise FileExistsError(f"output {output} exists; pass overwrite=True (CLI: --overwrite) to replace it")
     net, info = load_model(model, device=device)
     array = np.asarray(read_image(str(image))) if isinstance(image, (str, os.PathLike)) else np.asarray(image)
-    x = _model_input(array, info, axis=axis)
+    x = _model_input(array, info, axis=axis, channel_axis=channel_axis)
     if info.spatial_dims == 2 and x.ndim == 4:
         raw = predict_slices(net, x, axis=axis, batch_size=batch_size, device=device)
     else:
@@ -97,14 +103,32 @@ def predict(model, image, output=None, *, device: str = "cpu", axis: int | None 
     return result
 
 
-def _model_input(array: np.ndarray, info, *, axis: int | None) -> np.ndarray:
+def check_device(device: str) -> str:
+    """``device`` if torch knows it and it is available here; a clear ValueError otherwise."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device={device!r} is not allowed; expected cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} is not available: this torch build sees no CUDA GPU; use cpu")
+    return str(dev)
+
+
+def _model_input(array: np.ndarray, info, *, axis: int | None, channel_axis: int | None) -> np.ndarray:
     """Check an input against the model, add the channel axis, apply the stored normalisation."""
     from .data import Normalization, normalize
 
     cfg = info.net_config
     cin, dims = int(cfg.get("in_channels", 1)), info.spatial_dims
-    channel_axis = (info.train_config.get("data") or {}).get("channel_axis")
-    x = array[None] if cin == 1 else np.moveaxis(array, channel_axis if channel_axis is not None else 0, 0)
+    if channel_axis is None and cin == 1:
+        x = array[None]
+    else:
+        ax = 0 if channel_axis is None else channel_axis
+        if not -array.ndim <= ax < array.ndim:
+            raise ValueError(f"channel_axis={ax} is out of range for an input of shape {array.shape}")
+        x = np.moveaxis(array, ax, 0)
     if x.shape[0] != cin:
         raise ValueError(f"input of shape {array.shape} has {x.shape[0]} channels; the model expects {cin}")
     spatial = x.ndim - 1
@@ -174,6 +198,9 @@ def evaluate(pred, target, *, num_classes: int | None = None, ignore_index: int 
         if num_classes is None:
             top = int(max(p.max(), t.max()))
             num_classes = max(2, top + (0 if label_convention == "scribble" else 1))
+        if not np.issubdtype(p.dtype, np.integer):
+            raise ValueError(f"pred has dtype {p.dtype}; segmentation metrics need integer labels "
+                             "(predict without --probabilities)")
         t = prepare_labels(t, num_classes=num_classes, convention=label_convention, ignore_index=ignore_index)
         report = segmentation_report(p.astype(np.int64), t, num_classes=num_classes, ignore_index=ignore_index,
                                      class_names=list(class_names) if class_names else None)
@@ -189,7 +216,7 @@ def write_metrics(report: dict, path: str | os.PathLike) -> Path:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     if path.suffix == ".json":
-        tmp.write_text(json.dumps(report, indent=2, default=float))
+        tmp.write_text(json.dumps(_nan_to_none(report), indent=2, default=float))
     elif path.suffix == ".csv":
         with open(tmp, "w", newline="") as f:
             w = csv.writer(f)
@@ -200,6 +227,17 @@ def write_metrics(report: dict, path: str | os.PathLike) -> Path:
         raise ValueError(f"metrics output {path} must end in .json or .csv")
     os.replace(tmp, path)
     return path
+
+
+def _nan_to_none(value):
+    """NaN -> None so that the JSON is strict (``null``), recursively."""
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nan_to_none(v) for v in value]
+    if isinstance(value, float) and value != value:
+        return None
+    return value
 
 
 def flatten_scalars(report: dict, prefix: str = "") -> dict[str, float]:

@@ -79,12 +79,17 @@ def test_existing_run_is_never_overwritten(tmp_path, tiny_config_file, capsys):
     ("trainer.max_epochs=lots", "trainer.max_epochs"),
     ("net.name=resnet", "unknown network name='resnet'"),
     ("net.depht=3", r"unknown argument\(s\) \['depht'\]"),
+    ("loss=cee", "cee"),
+    ("net.out_channels=3", r"net.out_channels=3 does not match the data, which needs 2"),
+    ("trainer.accelerator=gpu", "trainer settings"),
+    ("data.patch_shape=[3, 3]", "too small for reflect padding"),
 ])
-def test_config_typos_give_one_clear_error(tiny_config_file, capsys, override, message):
+def test_config_typos_give_one_clear_error(tmp_path, tiny_config_file, capsys, override, message):
     assert main(["train", str(tiny_config_file), "--set", override]) == 2
     err = capsys.readouterr().err
     assert "error" in err and __import__("re").search(message, err), err
     assert "Traceback" not in err
+    assert not (tmp_path / "run").exists()  # checked before anything is written
 
 
 def test_bad_inputs_are_clear_errors(tmp_path, tiny_config, tiny_config_file, tiny_dataset, capsys):
@@ -95,7 +100,7 @@ def test_bad_inputs_are_clear_errors(tmp_path, tiny_config, tiny_config_file, ti
     lab = tmp_path / "lab.tif"
     write_image(str(lab), np.full((3, 40, 40), 5, np.uint8))  # a class outside 0..1
     assert main(["train", str(tiny_config_file), "--set", f"data.train_labels={lab}"]) == 2
-    assert "5" in capsys.readouterr().err
+    assert "[5]" in capsys.readouterr().err
     shape = tmp_path / "small.tif"
     write_image(str(shape), np.zeros((3, 30, 40), np.uint8))
     assert main(["train", str(tiny_config_file), "--set", f"data.train_labels={shape}"]) == 2
@@ -104,4 +109,6 @@ def test_bad_inputs_are_clear_errors(tmp_path, tiny_config, tiny_config_file, ti
     write_image(str(nan), np.full((3, 40, 40), np.nan, np.float32))
     assert main(["train", str(tiny_config_file), "--set", f"data.train_images={nan}"]) == 2
     assert "NaN" in capsys.readouterr().err
-    assert not (tmp_path / "run" / "model.safetensors").exists()
+    assert main(["train", str(tiny_config_file), "--set", f"data.train_images={tmp_path / 'nope.tif'}"]) == 2
+    assert "nope.tif" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # bad input fails before anything is written

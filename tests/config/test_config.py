@@ -64,7 +64,7 @@ def test_overrides_set_nested_values_with_yaml_types(tmp_path):
 
 def test_yaml_tags_never_execute(tmp_path):
     p = tmp_path / "evil.yaml"
-    p.write_text("version: !!python/object/apply:os.system ['touch pwned']\n")
+    p.write_text(f"version: !!python/object/apply:os.system ['touch {tmp_path / 'pwned'}']\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(p)
     assert not (tmp_path / "pwned").exists()

@@ -33,8 +33,8 @@ def test_model_file_holds_best_not_last_weights(tiny_config):
     with open(result.metrics_csv) as f:
         val = [float(r["val_loss"]) for r in csv.DictReader(f) if r.get("val_loss")]
     assert result.best_val_loss == pytest.approx(min(val), rel=1e-5)
-    if int(np.argmin(val)) != len(val) - 1:  # then best and last must differ
-        assert any(not torch.equal(best[k], last[k]) for k in best if k.startswith("net."))
+    assert int(np.argmin(val)) != len(val) - 1  # the huge step size makes the last epoch not the best
+    assert any(not torch.equal(best[k], last[k]) for k in best if k.startswith("net."))
 
 
 def test_resume_continues_from_saved_epoch(tiny_config):
@@ -135,3 +135,30 @@ def test_ddp_on_cpu_with_gloo(tiny_config_file, tmp_path):
     assert "distributed_backend=gloo" in out.stderr + out.stdout
     run = tmp_path / "run"
     assert (run / "model.safetensors").is_file() and _epochs_logged(run / "logs" / "metrics.csv") == [0, 1]
+
+
+def test_multichannel_regression_with_channel_axis_last(tmp_path):
+    """Inpainting-style input (image, mask) on the last axis, one-channel target."""
+    from mixscale.data import write_image
+
+    rng = np.random.default_rng(2)
+    clean = rng.uniform(0, 1, size=(2, 24, 24)).astype(np.float32)
+    mask = (rng.uniform(size=clean.shape) > 0.2).astype(np.float32)
+    inputs = np.stack([clean * mask, mask], axis=-1)  # (Z, Y, X, 2)
+    write_image(str(tmp_path / "in.npy"), inputs)
+    write_image(str(tmp_path / "target.npy"), clean)
+    cfg = {"version": 1, "task": "regression", "run_dir": str(tmp_path / "run"),
+           "data": {"train_images": str(tmp_path / "in.npy"), "train_labels": str(tmp_path / "target.npy"),
+                    "channel_axis": -1, "patch_shape": [16, 16], "samples_per_epoch": 4, "val_samples": 2,
+                    "batch_size": 2},
+           "net": {"name": "msd", "depth": 3, "dilations": [1, 2]},
+           "trainer": {"max_epochs": 1, "progress_bar": False, "accelerator": "cpu"}}
+    result = api.train(cfg)
+    _, info = load_model(result.model_path)
+    assert info.net_config["in_channels"] == 2 and info.net_config["out_channels"] == 1
+    out = api.predict(result.model_path, inputs[0], channel_axis=-1)
+    assert out.shape == (24, 24)
+    with pytest.raises(ValueError, match="has 24 channels; the model expects 2"):
+        api.predict(result.model_path, inputs[0])  # channels are not on axis 0 here
+    with pytest.raises(ValueError, match="device='gpu' is not allowed"):
+        api.predict(result.model_path, inputs[0], channel_axis=-1, device="gpu")

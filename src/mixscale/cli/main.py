@@ -33,6 +33,8 @@ def _add_predict(sub) -> None:
     p.add_argument("--batch-size", type=int, default=1, help="slices per forward pass (default: 1)")
     p.add_argument("--probabilities", action="store_true", help="write class probabilities instead of labels")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--channel-axis", type=int, default=None,
+                   help="axis of the input holding channels (multi-channel models; default 0)")
 
 
 def _add_evaluate(sub) -> None:
@@ -80,7 +82,8 @@ def _cmd_predict(args) -> None:
 
     t0 = time.perf_counter()
     out = api.predict(args.model, args.input, args.output, device=args.device, axis=args.axis,
-                      batch_size=args.batch_size, probabilities=args.probabilities, overwrite=args.overwrite)
+                      batch_size=args.batch_size, probabilities=args.probabilities, overwrite=args.overwrite,
+                      channel_axis=args.channel_axis)
     print(f"wrote {args.output}: shape {out.shape}, {out.dtype} ({time.perf_counter() - t0:.1f} s)")
 
 
@@ -142,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         COMMANDS[args.command](args)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as exc:
+    except (ValueError, TypeError, OSError) as exc:
         print(f"mixscale {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -98,7 +98,7 @@ class TrainerConfig(_Strict):
     gradient_clip_algorithm: Literal["norm", "value"] = "norm"
     early_stopping_patience: int | None = Field(None, ge=1)
     accelerator: str = "auto"
-    devices: Union[int, str, list[int]] = "auto"
+    devices: Union[int, str, list[int]] = 1  # "auto" would silently start DDP on every GPU of a workstation
     strategy: str = "auto"
     num_nodes: int = Field(1, ge=1)
     log_every_n_steps: int = Field(10, ge=1)

@@ -48,10 +48,13 @@ def load_pairs(images, labels, config: TrainConfig) -> tuple[list[np.ndarray], l
         raise ValueError(f"{len(img_paths)} image entries but {len(lab_paths)} label entries; they must pair up")
     xs, ys = [], []
     for ip, lp in zip(img_paths, lab_paths):
-        x = to_channels_first(np.asarray(read_image(ip)), channel_axis=d.channel_axis, spatial_dims=d.spatial_dims)
+        raw = np.asarray(read_image(ip))
+        x = to_channels_first(raw, channel_axis=d.channel_axis, spatial_dims=d.spatial_dims)
         y = np.asarray(read_image(lp))
         if config.task == "regression":
-            y = to_channels_first(y, channel_axis=d.channel_axis, spatial_dims=d.spatial_dims).astype(np.float32)
+            # a target with as many axes as the image has channels on the same axis; otherwise one channel
+            y_axis = d.channel_axis if y.ndim == raw.ndim else None
+            y = to_channels_first(y, channel_axis=y_axis, spatial_dims=d.spatial_dims).astype(np.float32)
         else:
             check_label_convention(y, convention=d.label_convention, num_classes=d.num_classes)
             y = prepare_labels(y, num_classes=d.num_classes, convention=d.label_convention,
@@ -132,7 +135,12 @@ def build_training_data(config: TrainConfig) -> TrainingData:
     sampler = lambda X, Y, frac: PatchSampler(X, Y, patch_shape=tuple(d.patch_shape),  # noqa: E731
                                               spatial_dims=d.spatial_dims, ignore_index=d.ignore_index,
                                               label_fraction=frac)
-    aug = Augmentation(**d.augment.model_dump())
+    aug_kwargs = d.augment.model_dump()
+    if config.task == "regression" and (aug_kwargs["intensity_scale"] or aug_kwargs["intensity_shift"]):
+        # rescaling the input but not the target would teach a denoiser wrong intensities
+        logger.info("regression: intensity scale/shift augmentation disabled (it would change input only)")
+        aug_kwargs.update(intensity_scale=None, intensity_shift=None)
+    aug = Augmentation(**aug_kwargs)
     train = PatchDataset(sampler(tx, ty, d.label_fraction), augmentation=aug, samples_per_epoch=d.samples_per_epoch,
                          seed=config.seed, normalization=norm)
     val = PatchDataset(sampler(vx, vy, 1.0), samples_per_epoch=d.val_samples, seed=config.seed + 1,

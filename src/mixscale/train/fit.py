@@ -72,6 +72,9 @@ def build_net(config: TrainConfig, data: TrainingData) -> torch.nn.Module:
     kwargs.setdefault("spatial_dims", config.data.spatial_dims)
     kwargs.setdefault("in_channels", data.in_channels)
     kwargs.setdefault("out_channels", data.out_channels)
+    for key, value in (("in_channels", data.in_channels), ("out_channels", data.out_channels)):
+        if kwargs[key] != value:
+            raise ValueError(f"net.{key}={kwargs[key]} does not match the data, which needs {value}")
     if kwargs["spatial_dims"] != config.data.spatial_dims:
         raise ValueError(f"net.spatial_dims={kwargs['spatial_dims']} differs from "
                          f"data.spatial_dims={config.data.spatial_dims}")
@@ -105,41 +108,61 @@ def build_trainer(config: TrainConfig, run_dir: Path):
     ), ckpt
 
 
+def build_module(config: TrainConfig, net: torch.nn.Module) -> MixscaleModule:
+    """Loss, optimiser and schedule settings around ``net``."""
+    kwargs = {"ignore_index": config.data.ignore_index} if config.task == "segmentation" else {}
+    loss = create_loss(config.loss_spec(), **kwargs)
+    return MixscaleModule(net, loss, task=config.task, num_classes=config.data.num_classes,
+                          ignore_index=config.data.ignore_index, optim=config.optim.model_dump(),
+                          schedule=config.schedule.model_dump())
+
+
+def dry_run(module: MixscaleModule, data: TrainingData) -> None:
+    """One forward pass and loss on one training patch, so shape errors surface before any file is written."""
+    x, y = data.train[0]
+    with torch.no_grad():
+        module.loss(module.net(x[None]), y[None])
+
+
 def fit(config: TrainConfig, *, resume: bool = False) -> RunResult:
     """Train as ``config`` says and write the run directory.
 
     Writes ``config.yaml``, ``checkpoints/{best,last}.ckpt``, ``logs/metrics.csv`` and
     ``model.safetensors`` (the best-on-validation weights) under ``config.run_dir``.
+    Everything that can be checked (data, network, loss, trainer settings) is checked
+    before the run directory is created.
     """
     import lightning as L
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
     from torch.utils.data import DataLoader
 
-    check_run_dir(config, resume=resume)
+    run_dir = check_run_dir(config, resume=resume)
     L.seed_everything(config.seed, workers=True, verbose=False)
-    data = build_training_data(config)  # bad data fails here, before anything is written
-    net = build_net(config, data)
-    run_dir = prepare_run_dir(config, resume=resume)
-    loss = create_loss(config.loss_spec(), **({"ignore_index": config.data.ignore_index}
-                                              if config.task == "segmentation" else {}))
-    module = MixscaleModule(net, loss, task=config.task, num_classes=config.data.num_classes,
-                            ignore_index=config.data.ignore_index, optim=config.optim.model_dump(),
-                            schedule=config.schedule.model_dump(exclude={"name"}) | {"name": config.schedule.name})
+    data = build_training_data(config)
+    module = build_module(config, build_net(config, data))
+    dry_run(module, data)
+    try:
+        trainer, ckpt = build_trainer(config, run_dir)
+    except MisconfigurationException as exc:
+        raise ValueError(f"trainer settings: {exc}") from None
+    prepare_run_dir(config, resume=resume)
     d = config.data
     loader = lambda ds, shuffle: DataLoader(ds, batch_size=d.batch_size, shuffle=shuffle,  # noqa: E731
                                             num_workers=d.num_workers, persistent_workers=d.num_workers > 0)
-    trainer, ckpt = build_trainer(config, run_dir)
     last = run_dir / "checkpoints" / "last.ckpt"
-    earlier = read_metrics_rows(run_dir / "logs" / "metrics.csv") if resume else []
-    trainer.fit(module, loader(data.train, True), loader(data.val, False), ckpt_path=str(last) if resume else None)
-    if earlier and trainer.is_global_zero:
-        merge_metrics_rows(earlier, run_dir / "logs" / "metrics.csv")
+    metrics_csv = run_dir / "logs" / "metrics.csv"
+    earlier = read_metrics_rows(metrics_csv) if resume else []
+    try:
+        trainer.fit(module, loader(data.train, True), loader(data.val, False), ckpt_path=str(last) if resume else None)
+    finally:  # Lightning's CSV logger restarts the file on resume: keep the earlier epochs even after a crash
+        if earlier and trainer.is_global_zero:
+            merge_metrics_rows(earlier, metrics_csv)
     best = Path(ckpt.best_model_path) if ckpt.best_model_path else None
     model_path = run_dir / "model.safetensors"
     if trainer.is_global_zero:
         _write_model_file(module, best, data, config, model_path)
     best_score = float(ckpt.best_model_score) if ckpt.best_model_score is not None else None
-    return RunResult(run_dir, model_path, best, last, run_dir / "logs" / "metrics.csv", best_score,
-                     trainer.current_epoch)
+    return RunResult(run_dir, model_path, best, last, metrics_csv, best_score, trainer.current_epoch)
 
 
 def read_metrics_rows(path: Path) -> list[dict]:
@@ -174,6 +197,8 @@ def _write_model_file(module: MixscaleModule, best: Path | None, data: TrainingD
     if best is not None and best.is_file():
         state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)
+    else:
+        logger.warning("no best checkpoint (no validation ran?): the model file holds the last weights")
     info = ModelInfo(
         net_name=config.net.name, net_config=module.net.config(), task=config.task,
         class_names=data.class_names, normalization=data.normalization,
