@@ -166,7 +166,7 @@ def test_msd_tap_reformulation_equals_direct_convolution(spatial_dims, shape):
                  dilations=[1, 4, 2, 3]).double()
     torch.nn.init.normal_(net.final_weight)
     x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
-    fast, slow = net(x), net(x, direct=True)
+    fast, slow = net(x), net(x, impl='direct')
     torch.testing.assert_close(fast, slow, rtol=1e-12, atol=1e-12)
     g = torch.randn_like(fast)
     grads_fast = torch.autograd.grad(fast, [x, *net.parameters()], g)

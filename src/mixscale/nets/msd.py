@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._common import check_choice, check_input, check_int, check_spatial_dims, make_norm
+from .msd_lean import flat_weight, lean_msd, shift_sum, tap_offsets
 from .registry import register_net
 
 DEFAULT_DILATIONS = tuple(range(1, 11))
@@ -115,6 +116,7 @@ class MSDNet(nn.Module):
         n_maps = in_channels + depth * width
         self.final_weight = nn.Parameter(torch.zeros(out_channels, n_maps, *(1,) * spatial_dims))
         self.final_bias = nn.Parameter(torch.zeros(out_channels))
+        self._offsets = tap_offsets(spatial_dims)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -173,46 +175,47 @@ class MSDNet(nn.Module):
         """The same convolution, reformulated: one matrix product, then shifted adds.
 
         Reflect padding maps pixel indices the same way for every input map, so
-        ``conv(X, W, d) = sum_t shift_t(sum_c W[c, t] X_c)``: a 1x1 convolution of the
-        ``k`` maps into one map per tap (a fast matrix product), then the taps are
-        reflect-padded (a handful of maps instead of ``k``) and added with their shifts.
+        ``conv(X, W, d) = sum_t shift_t(sum_c W[c, t] X_c)``: the ``k`` maps are
+        multiplied into one map per tap, and only those few maps are padded and added.
         """
         taps = 3**self.spatial_dims
-        w = self.weights[i]
-        flat = w.reshape(self.width, w.shape[1], taps).transpose(1, 2).reshape(self.width * taps, w.shape[1])
-        y = torch.matmul(flat, maps.flatten(2)).view(maps.shape[0], -1, *maps.shape[2:])
-        spatial = maps.shape[2:]
-        outs = []
-        for j, d in enumerate(self.channel_dilations[i]):
-            padded = F.pad(y[:, j * taps : (j + 1) * taps], (d,) * (2 * self.spatial_dims), mode="reflect")
-            acc = self.biases[i][j].expand(maps.shape[0], *spatial)
-            for t, offset in enumerate(_tap_offsets(self.spatial_dims)):
-                window = tuple(slice(o * d, o * d + s) for o, s in zip(offset, spatial))
-                acc = acc + padded[(slice(None), t) + window]
-            outs.append(acc)
+        prod = torch.matmul(flat_weight(self.weights[i]), maps.flatten(2)).view(maps.shape[0], -1, *maps.shape[2:])
+        prod = prod.transpose(0, 1)  # (width * taps, N, *spatial), the layout of shift_sum
+        spatial = tuple(maps.shape[2:])
+        outs = [shift_sum(prod[j * taps : (j + 1) * taps], d, self._offsets, spatial) + self.biases[i][j]
+                for j, d in enumerate(self.channel_dilations[i])]
         return torch.stack(outs, dim=1)
 
-    def _layer(self, i: int, maps: torch.Tensor, direct: bool) -> torch.Tensor:
-        y = self._conv_direct(i, maps) if direct else self._conv_taps(i, maps)
+    def _layer(self, i: int, maps: torch.Tensor, impl: str) -> torch.Tensor:
+        y = self._conv_direct(i, maps) if impl == "direct" else self._conv_taps(i, maps)
         if self.norms is not None:
             y = self.norms[i](y)
         return F.relu(y)
 
-    def forward(self, x: torch.Tensor, *, direct: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *, impl: str | None = None) -> torch.Tensor:
         """``(N, in_channels, *spatial) -> (N, out_channels, *spatial)``.
 
-        ``direct=True`` uses library convolutions on all maps (slow; the test oracle).
+        Parameters
+        ----------
+        impl : {None, "lean", "taps", "direct"}
+            ``"lean"`` (the default without normalisation): the memory-lean block of
+            :mod:`mixscale.nets.msd_lean`, two buffers of maps whatever the depth.
+            ``"taps"`` (the default with batch norm): the same arithmetic through
+            autograd, concatenating maps (memory grows with depth squared).
+            ``"direct"``: library convolutions on reflect-padded maps; slow, the
+            test oracle.
         """
         check_input(x, spatial_dims=self.spatial_dims, in_channels=self.in_channels, net="msd")
         self._check_size(x)
+        impl = impl or ("lean" if self.norms is None else "taps")
+        check_choice("impl", impl, ("lean", "taps", "direct"))
+        if impl == "lean":
+            if self.norms is not None:
+                raise ValueError("impl='lean' does not support norm='batch'; use impl='taps'")
+            return lean_msd(x, list(self.weights), list(self.biases), self.final_weight, self.final_bias,
+                            self.channel_dilations)
         maps = x  # the input itself is a map of every layer; it is never passed through the ReLU
         for i in range(self.depth):
-            maps = torch.cat([maps, self._layer(i, maps, direct)], dim=1)
+            maps = torch.cat([maps, self._layer(i, maps, impl)], dim=1)
         conv = F.conv2d if self.spatial_dims == 2 else F.conv3d
         return conv(maps, self.final_weight, self.final_bias)
-
-
-def _tap_offsets(spatial_dims: int) -> list[tuple[int, ...]]:
-    """Kernel tap positions in weight order: (0, 0), (0, 1), ... (2, 2) (and a third axis in 3D)."""
-    grids = torch.meshgrid(*[torch.arange(3)] * spatial_dims, indexing="ij")
-    return [tuple(int(g.flatten()[t]) for g in grids) for t in range(3**spatial_dims)]
