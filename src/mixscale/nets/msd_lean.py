@@ -21,7 +21,6 @@ from __future__ import annotations
 import itertools
 
 import torch
-import torch.nn.functional as F
 
 
 def tap_offsets(spatial_dims: int) -> list[tuple[int, ...]]:
@@ -39,41 +38,109 @@ def _window(offset, dilation, spatial):
     return tuple(slice(o * dilation, o * dilation + s) for o, s in zip(offset, spatial))
 
 
-def shift_sum(products: torch.Tensor, dilation: int, offsets, spatial) -> torch.Tensor:
+def _reflect_index(size: int, dilation: int, side: str, device) -> torch.Tensor:
+    """Padded-coordinate indices that the border cells of one side copy (reflect, edge not repeated)."""
+    if side == "left":  # padded cell d - m takes padded cell d + m, m = d..1
+        return torch.arange(2 * dilation, dilation, -1, device=device)
+    return torch.arange(size + dilation - 2, size - 2, -1, device=device)  # cell d+S-1+m takes d+S-1-m
+
+
+class Workspace:
+    """Scratch tensors allocated once per call and reused by every layer.
+
+    Reusing them keeps the allocator from fragmenting (which otherwise inflates the
+    resident memory several times over) and avoids page faults on fresh memory.
+    """
+
+    def __init__(self, like: torch.Tensor, taps: int, width: int, n: int, spatial, max_dilation: int):
+        padded = tuple(s + 2 * max_dilation for s in spatial)
+        self.spatial = tuple(spatial)
+        self.prod = like.new_empty((width * taps, n, *spatial))
+        self.padded = like.new_empty((taps, n, *padded))
+
+    def padded_view(self, dilation: int) -> torch.Tensor:
+        return self.padded[(slice(None), slice(None)) + tuple(slice(0, s + 2 * dilation) for s in self.spatial)]
+
+
+def reflect_pad_into(src: torch.Tensor, dst: torch.Tensor, dilation: int) -> torch.Tensor:
+    """Reflect-pad the spatial axes (2 onwards) of ``src`` by ``dilation`` into ``dst``, in place."""
+    spatial = src.shape[2:]
+    dst[(slice(None), slice(None)) + tuple(slice(dilation, dilation + s) for s in spatial)] = src
+    for axis, size in enumerate(spatial, start=2):
+        for side, start in (("left", 0), ("right", size + dilation)):
+            idx = _reflect_index(size, dilation, side, src.device)
+            dst.narrow(axis, start, dilation).copy_(dst.index_select(axis, idx))
+    return dst
+
+
+def reflect_pad_adjoint_(padded: torch.Tensor, dilation: int) -> torch.Tensor:
+    """Adjoint of :func:`reflect_pad_into`: fold the borders back (in place); returns the centre view."""
+    spatial = [s - 2 * dilation for s in padded.shape[2:]]
+    for axis, size in reversed(list(enumerate(spatial, start=2))):
+        for side, start in (("left", 0), ("right", size + dilation)):
+            idx = _reflect_index(size, dilation, side, padded.device)
+            padded.index_add_(axis, idx, padded.narrow(axis, start, dilation))
+    return padded[(slice(None), slice(None)) + tuple(slice(dilation, dilation + s) for s in spatial)]
+
+
+def shift_sum(products: torch.Tensor, dilation: int, offsets, spatial, *, out=None, padded=None) -> torch.Tensor:
     """``sum_t shift_t(products[t])`` with reflect boundary.
 
     Parameters
     ----------
     products : (taps, N, *spatial) Tensor
         One map per kernel tap (the matrix product of the weights with the maps).
+    out, padded : Tensor, optional
+        Where to write the result ``(N, *spatial)`` and scratch for the padded taps.
 
     Returns
     -------
     (N, *spatial) Tensor
     """
-    padded = F.pad(products, (dilation,) * (2 * len(spatial)), mode="reflect")
-    out = padded[(0, slice(None)) + _window(offsets[0], dilation, spatial)].clone()
+    if padded is None:
+        padded = products.new_empty((products.shape[0], products.shape[1], *(s + 2 * dilation for s in spatial)))
+    reflect_pad_into(products, padded, dilation)
+    out = products.new_empty(products.shape[1:]) if out is None else out
+    out.copy_(padded[(0, slice(None)) + _window(offsets[0], dilation, spatial)])
     for t in range(1, len(offsets)):
         out += padded[(t, slice(None)) + _window(offsets[t], dilation, spatial)]
     return out
 
 
-def shift_sum_adjoint(grad: torch.Tensor, dilation: int, offsets, spatial) -> torch.Tensor:
+def shift_sum_adjoint(grad: torch.Tensor, dilation: int, offsets, spatial, *, out=None, padded=None):
     """Exact adjoint of :func:`shift_sum`: ``(N, *spatial) -> (taps, N, *spatial)``."""
     taps = len(offsets)
-    padded_shape = (taps, grad.shape[0], *(s + 2 * dilation for s in spatial))
-    placed = grad.new_zeros(padded_shape)
+    if padded is None:
+        padded = grad.new_empty((taps, grad.shape[0], *(s + 2 * dilation for s in spatial)))
+    padded.zero_()
     for t, offset in enumerate(offsets):
-        placed[(t, slice(None)) + _window(offset, dilation, spatial)] = grad
-    pad = [dilation] * (2 * len(spatial))
-    like = grad.new_empty((taps, grad.shape[0], *spatial))
-    if len(spatial) == 2:
-        return torch.ops.aten.reflection_pad2d_backward(placed, like, pad)
-    return torch.ops.aten.reflection_pad3d_backward(placed, like, pad)
+        padded[(t, slice(None)) + _window(offset, dilation, spatial)] = grad
+    centre = reflect_pad_adjoint_(padded, dilation)
+    if out is None:
+        return centre.clone()
+    return out.copy_(centre)
 
 
-def lean_forward(x, weights, biases, final_weight, final_bias, dilations, *, keep_buffer: bool):
+BLOCK_LAYERS = 4  # layers whose products are computed together; see ``lean_forward``
+
+
+def _blocks(depth: int, block: int):
+    return [(i0, min(i0 + block, depth)) for i0 in range(0, depth, block)]
+
+
+def _block_weight(weights, i0: int, i1: int, k0: int) -> torch.Tensor:
+    """Rows of layers ``i0..i1-1`` and columns of the maps before the block: ``(sum width*taps, k0)``."""
+    return torch.cat([flat_weight(w)[:, :k0] for w in weights[i0:i1]])
+
+
+def lean_forward(x, weights, biases, final_weight, final_bias, dilations, *, keep_buffer: bool,
+                 block: int = BLOCK_LAYERS):
     """Run the block; return the output ``(N, C_out, *spatial)`` and the map buffer (or None).
+
+    Layers are taken ``block`` at a time: the products of all maps that exist before a
+    block with the weights of every layer in it are one matrix product, so the buffer
+    is streamed once per block instead of once per layer; each layer then adds the
+    products of the few maps made inside the block.
 
     Parameters
     ----------
@@ -86,23 +153,38 @@ def lean_forward(x, weights, biases, final_weight, final_bias, dilations, *, kee
     width = biases[0].shape[0] if biases else 0
     total = c_in + len(weights) * width
     offsets = tap_offsets(len(spatial))
-    taps = len(offsets)
+    taps, rows = len(offsets), width * len(offsets)
     buf = x.new_empty((total, n, *spatial))
     buf[:c_in] = x.transpose(0, 1)
     flat = buf.view(total, -1)
-    for i, (w, b) in enumerate(zip(weights, biases)):
-        k = c_in + i * width
-        prod = (flat_weight(w) @ flat[:k]).view(width * taps, n, *spatial)
-        for j in range(width):
-            z = shift_sum(prod[j * taps : (j + 1) * taps], dilations[i][j], offsets, spatial)
-            buf[k + j] = torch.relu_(z.add_(b[j]))
+    ws = Workspace(x, taps, width * min(block, max(len(weights), 1)), n, spatial,
+                   max((max(d) for d in dilations), default=1))
+    for i0, i1 in _blocks(len(weights), block):
+        k0 = c_in + i0 * width
+        prods = ws.prod[: rows * (i1 - i0)]
+        torch.mm(_block_weight(weights, i0, i1, k0), flat[:k0], out=prods.view(rows * (i1 - i0), -1))
+        for i in range(i0, i1):
+            k = c_in + i * width
+            prod = prods[(i - i0) * rows : (i - i0 + 1) * rows]
+            if k > k0:  # products of the maps made earlier in this block
+                prod.view(rows, -1).addmm_(flat_weight(weights[i])[:, k0:k], flat[k0:k])
+            for j in range(width):
+                d = dilations[i][j]
+                z = shift_sum(prod[j * taps : (j + 1) * taps], d, offsets, spatial, out=buf[k + j],
+                              padded=ws.padded_view(d))
+                z.add_(biases[i][j]).relu_()
     out = torch.addmm(final_bias[:, None], final_weight.view(final_weight.shape[0], total), flat)
     out = out.view(-1, n, *spatial).transpose(0, 1)
     return out, (buf if keep_buffer else None)
 
 
-def lean_backward(grad_out, buf, weights, final_weight, dilations, c_in):
+def lean_backward(grad_out, buf, weights, final_weight, dilations, c_in, *, block: int = BLOCK_LAYERS):
     """Gradients of the block from ``dL/d output``; see the module docstring for the method.
+
+    Blocks of layers are walked in reverse. Inside a block, each layer's product
+    gradients update the gradients of the maps made in the block at once; their
+    contributions to the older maps (gradient buffer and weight gradients) are one
+    matrix product per block.
 
     Returns
     -------
@@ -111,28 +193,56 @@ def lean_backward(grad_out, buf, weights, final_weight, dilations, c_in):
     total, n, *spatial = buf.shape
     width = weights[0].shape[0] if weights else 0
     offsets = tap_offsets(len(spatial))
-    taps = len(offsets)
+    taps, rows = len(offsets), width * len(offsets)
     flat = buf.view(total, -1)
     g_out = grad_out.transpose(0, 1).reshape(grad_out.shape[1], -1)
     fw = final_weight.view(final_weight.shape[0], total)
     grad_fw = (g_out @ flat.t()).view_as(final_weight)
     grad_fb = g_out.sum(1)
     gbuf = fw.t() @ g_out  # the final layer's backward, written straight into the gradient buffer
-    grad_w, grad_b = [None] * len(weights), [None] * len(weights)
-    for i in reversed(range(len(weights))):
-        k = c_in + i * width
-        g_prod = buf.new_empty((width * taps, n, *spatial))
-        gb = []
-        for j in range(width):
-            g_z = gbuf[k + j].view(n, *spatial) * (buf[k + j] > 0)
-            gb.append(g_z.sum())
-            g_prod[j * taps : (j + 1) * taps] = shift_sum_adjoint(g_z, dilations[i][j], offsets, spatial)
-        g_prod = g_prod.view(width * taps, -1)
-        grad_w[i] = (g_prod @ flat[:k].t()).view(width, taps, k).transpose(1, 2).reshape(weights[i].shape)
-        grad_b[i] = torch.stack(gb)
-        gbuf[:k].addmm_(flat_weight(weights[i]).t(), g_prod)
+    ws = Workspace(buf, taps, width * min(block, max(len(weights), 1)), n, spatial,
+                   max((max(d) for d in dilations), default=1))
+    mask = torch.empty(buf.shape[1:], dtype=torch.bool, device=buf.device)
+    grad_w = [torch.empty_like(w) for w in weights]
+    grad_b = [None] * len(weights)
+    for i0, i1 in reversed(_blocks(len(weights), block)):
+        k0 = c_in + i0 * width
+        g_prods = ws.prod[: rows * (i1 - i0)]
+        for i in reversed(range(i0, i1)):
+            k = c_in + i * width
+            g_prod = g_prods[(i - i0) * rows : (i - i0 + 1) * rows]
+            grad_b[i] = _layer_product_grads(gbuf, buf, mask, g_prod, k, width, dilations[i], offsets, spatial, ws)
+            g_flat = g_prod.view(rows, -1)
+            if k > k0:  # maps made earlier in this block: their gradients are needed next
+                fl = flat_weight(weights[i])
+                gbuf[k0:k].addmm_(fl[:, k0:k].t(), g_flat)
+                _set_weight_grad(grad_w[i], g_flat @ flat[k0:k].t(), slice(k0, k), width, taps)
+        g_blk = g_prods.view(rows * (i1 - i0), -1)
+        gbuf[:k0].addmm_(_block_weight(weights, i0, i1, k0).t(), g_blk)
+        older = g_blk @ flat[:k0].t()
+        for i in range(i0, i1):
+            _set_weight_grad(grad_w[i], older[(i - i0) * rows : (i - i0 + 1) * rows], slice(0, k0), width, taps)
     grad_x = gbuf[:c_in].view(c_in, n, *spatial).transpose(0, 1)
     return grad_x, grad_w, grad_b, grad_fw, grad_fb
+
+
+def _layer_product_grads(gbuf, buf, mask, g_prod, k, width, dilations, offsets, spatial, ws) -> torch.Tensor:
+    """ReLU and shift adjoints of one layer: fills ``g_prod``; returns the bias gradient ``(width,)``."""
+    taps = len(offsets)
+    gb = []
+    for j in range(width):
+        g_z = gbuf[k + j].view(buf.shape[1:])
+        g_z.masked_fill_(torch.le(buf[k + j], 0, out=mask), 0)  # ReLU; this map's gradient is final here
+        gb.append(g_z.sum())
+        d = dilations[j]
+        shift_sum_adjoint(g_z, d, offsets, spatial, out=g_prod[j * taps : (j + 1) * taps], padded=ws.padded_view(d))
+    return torch.stack(gb)
+
+
+def _set_weight_grad(grad: torch.Tensor, rows_by_maps: torch.Tensor, maps: slice, width: int, taps: int) -> None:
+    """Write ``(width * taps, m)`` product gradients into ``grad[:, maps]`` of a ``(width, k, 3, ...)`` weight."""
+    block = rows_by_maps.reshape(width, taps, -1).transpose(1, 2)
+    grad.view(width, grad.shape[1], taps)[:, maps] = block
 
 
 class LeanMSDFunction(torch.autograd.Function):
