@@ -166,7 +166,7 @@ def format_row(row: dict, bounds: dict) -> str:
     if "median_s" in naive:
         nv = f"{naive['median_s']:>10.2f}{naive['peak_above_base_mb']:>10.0f}{naive['median_s'] / ls:>8.1f}x"
     else:
-        nv = f"{'skipped (' + naive.get('skipped', naive.get('error', '?')) + ')':>29}"
+        nv = f"  {'skipped (' + naive.get('skipped', naive.get('error', '?')) + ')':>27}"
     frac = row["flops"] / ls / 1e9 / bounds["matmul_gflops"]
     return f"{name:<22}{row['mode']:<9}{ls:>9.3f}{lm:>9.0f}{nv}{frac:>9.1%}"
 

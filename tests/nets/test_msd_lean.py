@@ -110,3 +110,15 @@ def test_layer_blocks_of_any_size_are_exact(block, spatial_dims, shape, width):
     torch.testing.assert_close(out, ref.detach(), rtol=1e-12, atol=1e-12)
     for a, b in zip([gx, gfw, gfb, *gw, *gb], ref_grads):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_cpu_autocast_runs_the_block_in_float32():
+    """Lightning's bf16-mixed on CPU: the block keeps float32 and matches the run without autocast."""
+    net = _net(2, 1, 2, 6, 1, [1, 2, 3], dtype=torch.float32)
+    x = torch.randn(2, 1, 24, 24)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = net(x)
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y, net(x))
+    y.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters())

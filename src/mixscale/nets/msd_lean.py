@@ -265,10 +265,16 @@ class LeanMSDFunction(torch.autograd.Function):
 
 
 def lean_msd(x, weights, biases, final_weight, final_bias, dilations) -> torch.Tensor:
-    """MS-D block output; under ``torch.no_grad`` only the map buffer and the output are kept."""
+    """MS-D block output; under ``torch.no_grad`` only the map buffer and the output are kept.
+
+    Under autocast the block runs in the parameters' precision (the products are
+    written into preallocated buffers, which autocast cannot retype).
+    """
     needs_grad = torch.is_grad_enabled() and (
         x.requires_grad or final_weight.requires_grad or any(w.requires_grad for w in weights)
     )
-    if not needs_grad:
-        return lean_forward(x, weights, biases, final_weight, final_bias, dilations, keep_buffer=False)[0]
-    return LeanMSDFunction.apply(x, final_weight, final_bias, dilations, len(weights), *weights, *biases)
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        x = x.to(final_weight.dtype)
+        if not needs_grad:
+            return lean_forward(x, weights, biases, final_weight, final_bias, dilations, keep_buffer=False)[0]
+        return LeanMSDFunction.apply(x, final_weight, final_bias, dilations, len(weights), *weights, *biases)
