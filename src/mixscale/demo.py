@@ -13,7 +13,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-DEMO_EPOCHS = 40
+DEMO_EPOCHS = 60
 
 
 def make_demo_data(data_dir: Path, *, seed: int = 0) -> dict[str, str]:
