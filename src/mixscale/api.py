@@ -50,7 +50,9 @@ def train(config, *, overrides: Sequence[str] = (), resume: bool = False):
 
 
 def predict(model, image, output=None, *, device: str = "cpu", axis: int | None = None, batch_size: int = 1,
-            probabilities: bool = False, overwrite: bool = False, channel_axis: int | None = None) -> np.ndarray:
+            probabilities: bool = False, overwrite: bool = False, channel_axis: int | None = None,
+            tile_shape: Sequence[int] | int | None = None, overlap: float = 0.25,
+            blend: str = "gaussian") -> np.ndarray:
     """Apply a model file to an image, a stack or a volume.
 
     Parameters
@@ -75,6 +77,13 @@ def predict(model, image, output=None, *, device: str = "cpu", axis: int | None 
     channel_axis : int, optional
         Axis of ``image`` holding channels; default: none for single-channel
         models, axis 0 for multi-channel ones.
+    tile_shape : int or sequence of int, optional
+        Predict in tiles of this shape (per slice for a 2D model on a volume), each
+        read with the network's receptive-field halo, blended where they overlap:
+        the result equals whole-image prediction with far less memory.
+    overlap : float in [0, 1)
+        Fraction of a tile shared with its neighbours.
+    blend : {"gaussian", "constant"}
 
     Returns
     -------
@@ -92,7 +101,10 @@ def predict(model, image, output=None, *, device: str = "cpu", axis: int | None 
     net, info = load_model(model, device=device)
     array = np.asarray(read_image(str(image))) if isinstance(image, (str, os.PathLike)) else np.asarray(image)
     x = _model_input(array, info, axis=axis, channel_axis=channel_axis)
-    if info.spatial_dims == 2 and x.ndim == 4:
+    if tile_shape is not None:
+        raw = _predict_tiles(net, x, info, axis=axis, device=device, tile_shape=tile_shape, overlap=overlap,
+                             blend=blend, batch_size=batch_size)
+    elif info.spatial_dims == 2 and x.ndim == 4:
         raw = predict_slices(net, x, axis=axis, batch_size=batch_size, device=device)
     else:
         raw = predict_whole(net, x, device=device)
@@ -101,6 +113,24 @@ def predict(model, image, output=None, *, device: str = "cpu", axis: int | None 
         write_image(str(output), result, overwrite=overwrite)
         logger.info("prediction written to %s (%s, %s)", output, result.shape, result.dtype)
     return result
+
+
+def _predict_tiles(net, x: np.ndarray, info, *, axis, device, tile_shape, overlap, blend,
+                   batch_size) -> np.ndarray:
+    """Tiled prediction with the network's halo; slice by slice for a 2D model on a volume."""
+    import torch
+
+    from .infer import predict_tiled
+
+    halo = int(getattr(net, "halo", 0))
+    run = lambda img: predict_tiled(net, torch.from_numpy(np.ascontiguousarray(img)), tile_shape=tile_shape,  # noqa
+                                    overlap=overlap, blend=blend, halo=halo, batch_size=batch_size,
+                                    device=device).numpy()
+    if info.spatial_dims == 2 and x.ndim == 4:
+        moved = np.moveaxis(x, 1 + axis % 3, 1)
+        out = np.stack([run(moved[:, i]) for i in range(moved.shape[1])], axis=1)
+        return np.moveaxis(out, 1, 1 + axis % 3)
+    return run(x)
 
 
 def check_device(device: str) -> str:

@@ -162,3 +162,16 @@ def test_multichannel_regression_with_channel_axis_last(tmp_path):
         api.predict(result.model_path, inputs[0])  # channels are not on axis 0 here
     with pytest.raises(ValueError, match="device='gpu' is not allowed"):
         api.predict(result.model_path, inputs[0], channel_axis=-1, device="gpu")
+
+
+def test_tiled_prediction_equals_whole_image(tiny_config, tmp_path):
+    result = api.train(tiny_config, overrides=["trainer.max_epochs=1"])
+    vol = np.random.default_rng(3).normal(size=(2, 40, 37)).astype(np.float32)
+    whole = api.predict(result.model_path, vol, axis=0, probabilities=True)
+    tiled = api.predict(result.model_path, vol, axis=0, probabilities=True, tile_shape=(16, 12), overlap=0.3)
+    np.testing.assert_allclose(tiled, whole, rtol=1e-5, atol=1e-5)
+    out = tmp_path / "tiled.tif"
+    from mixscale.cli.main import main
+
+    assert main(["predict", str(result.model_path), tiny_config["data"]["val_images"], "-o", str(out),
+                 "--axis", "0", "--tile-shape", "16"]) == 0

@@ -33,6 +33,11 @@ def _add_predict(sub) -> None:
     p.add_argument("--batch-size", type=int, default=1, help="slices per forward pass (default: 1)")
     p.add_argument("--probabilities", action="store_true", help="write class probabilities instead of labels")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--tile-shape", type=int, nargs="+", default=None, metavar="N",
+                   help="predict in tiles of this shape (one int, or one per axis), blended, with the "
+                        "network's receptive field as context: bounded memory, same result")
+    p.add_argument("--overlap", type=float, default=0.25, help="fraction of a tile shared with neighbours")
+    p.add_argument("--blend", choices=["gaussian", "constant"], default="gaussian")
     p.add_argument("--channel-axis", type=int, default=None,
                    help="axis of the input holding channels (multi-channel models; default 0)")
 
@@ -83,7 +88,9 @@ def _cmd_predict(args) -> None:
     t0 = time.perf_counter()
     out = api.predict(args.model, args.input, args.output, device=args.device, axis=args.axis,
                       batch_size=args.batch_size, probabilities=args.probabilities, overwrite=args.overwrite,
-                      channel_axis=args.channel_axis)
+                      channel_axis=args.channel_axis, overlap=args.overlap, blend=args.blend,
+                      tile_shape=(args.tile_shape[0] if args.tile_shape and len(args.tile_shape) == 1
+                                  else args.tile_shape))
     print(f"wrote {args.output}: shape {out.shape}, {out.dtype} ({time.perf_counter() - t0:.1f} s)")
 
 
