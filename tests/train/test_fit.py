@@ -175,3 +175,14 @@ def test_tiled_prediction_equals_whole_image(tiny_config, tmp_path):
 
     assert main(["predict", str(result.model_path), tiny_config["data"]["val_images"], "-o", str(out),
                  "--axis", "0", "--tile-shape", "16"]) == 0
+
+
+def test_mixed_precision_on_cpu_trains(tiny_config):
+    """bf16-mixed (the CPU form of Lightning's mixed precision) runs end to end with both nets."""
+    result = api.train(tiny_config, overrides=["trainer.precision=bf16-mixed", "trainer.max_epochs=1"])
+    net, _ = load_model(result.model_path)
+    assert all(torch.isfinite(p).all() for p in net.parameters())
+    unet_dir = str(result.run_dir) + "_unet"
+    result = api.train(tiny_config, overrides=["trainer.precision=bf16-mixed", "trainer.max_epochs=1",
+                                               "net={name: unet, depth: 2, base_channels: 4}", f"run_dir={unet_dir}"])
+    assert result.model_path.is_file()

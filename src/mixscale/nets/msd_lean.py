@@ -121,7 +121,11 @@ def shift_sum_adjoint(grad: torch.Tensor, dilation: int, offsets, spatial, *, ou
     return out.copy_(centre)
 
 
-BLOCK_LAYERS = 4  # layers whose products are computed together; see ``lean_forward``
+# layers whose products share one matrix product over the older maps (see ``lean_forward``):
+# each costs ``width * taps`` maps of scratch; backward holds the gradient buffer too, so
+# it takes fewer to stay within two buffers plus a little
+FORWARD_BLOCK_LAYERS = 8
+BACKWARD_BLOCK_LAYERS = 4
 
 
 def _blocks(depth: int, block: int):
@@ -134,7 +138,7 @@ def _block_weight(weights, i0: int, i1: int, k0: int) -> torch.Tensor:
 
 
 def lean_forward(x, weights, biases, final_weight, final_bias, dilations, *, keep_buffer: bool,
-                 block: int = BLOCK_LAYERS):
+                 block: int = FORWARD_BLOCK_LAYERS):
     """Run the block; return the output ``(N, C_out, *spatial)`` and the map buffer (or None).
 
     Layers are taken ``block`` at a time: the products of all maps that exist before a
@@ -178,7 +182,7 @@ def lean_forward(x, weights, biases, final_weight, final_bias, dilations, *, kee
     return out, (buf if keep_buffer else None)
 
 
-def lean_backward(grad_out, buf, weights, final_weight, dilations, c_in, *, block: int = BLOCK_LAYERS):
+def lean_backward(grad_out, buf, weights, final_weight, dilations, c_in, *, block: int = BACKWARD_BLOCK_LAYERS):
     """Gradients of the block from ``dL/d output``; see the module docstring for the method.
 
     Blocks of layers are walked in reverse. Inside a block, each layer's product
