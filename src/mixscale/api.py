@@ -91,12 +91,12 @@ def predict(model, image, output=None, *, device: str = "cpu", axis: int | None 
         Labels ``(*spatial)`` as uint8 (uint16 above 255 classes), probabilities,
         or the de-normalised regression output ``(C, *spatial)`` (squeezed when C = 1).
     """
-    from .data import read_image, write_image
+    from .data import output_exists, read_image, write_image
     from .infer import predict_slices, predict_whole
     from .modelfile import load_model
 
     device = check_device(device)
-    if output is not None and not overwrite and Path(str(output).split(".h5:")[0]).exists():
+    if output is not None and not overwrite and output_exists(str(output)):
         raise FileExistsError(f"output {output} exists; pass overwrite=True (CLI: --overwrite) to replace it")
     net, info = load_model(model, device=device)
     array = np.asarray(read_image(str(image))) if isinstance(image, (str, os.PathLike)) else np.asarray(image)
@@ -120,17 +120,16 @@ def _predict_tiles(net, x: np.ndarray, info, *, axis, device, tile_shape, overla
     """Tiled prediction with the network's halo; slice by slice for a 2D model on a volume."""
     import torch
 
-    from .infer import predict_tiled
+    from .infer import predict_slices, predict_tiled
 
-    halo = int(getattr(net, "halo", 0))
-    run = lambda img: predict_tiled(net, torch.from_numpy(np.ascontiguousarray(img)), tile_shape=tile_shape,  # noqa
-                                    overlap=overlap, blend=blend, halo=halo, batch_size=batch_size,
-                                    device=device).numpy()
+    def tiled(batch: torch.Tensor) -> torch.Tensor:  # (B, C, *spatial), one tiled pass per image
+        return torch.stack([predict_tiled(net, img, tile_shape=tile_shape, overlap=overlap, blend=blend,
+                                          halo=int(getattr(net, "halo", 0)), batch_size=batch_size,
+                                          device=device) for img in batch])
+
     if info.spatial_dims == 2 and x.ndim == 4:
-        moved = np.moveaxis(x, 1 + axis % 3, 1)
-        out = np.stack([run(moved[:, i]) for i in range(moved.shape[1])], axis=1)
-        return np.moveaxis(out, 1, 1 + axis % 3)
-    return run(x)
+        return predict_slices(tiled, x, axis=axis)
+    return tiled(torch.from_numpy(np.ascontiguousarray(x))[None])[0].numpy()
 
 
 def check_device(device: str) -> str:

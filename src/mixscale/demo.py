@@ -106,6 +106,6 @@ def _demo_figures(result, paths: dict[str, str], pred: np.ndarray) -> list[Path]
     images, labels = read_image(paths["test_images"]), read_image(paths["test_labels"])
     curves = plot_training_curves(result.metrics_csv, fig_dir / "training_curves.png")
     panel = plot_prediction_panel([images[i] for i in range(3)], [labels[i] for i in range(3)],
-                                  [pred[i] for i in range(3)], fig_dir / "test_predictions.png", num_classes=5,
-                                  class_names=list(SHAPE_CLASSES))
-    return [Path(curves or fig_dir / "training_curves.png"), Path(panel or fig_dir / "test_predictions.png")]
+                                  [pred[i] for i in range(3)], fig_dir / "test_predictions.png",
+                                  num_classes=len(SHAPE_CLASSES), class_names=list(SHAPE_CLASSES))
+    return [curves, panel]

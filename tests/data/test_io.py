@@ -296,3 +296,19 @@ def test_failed_stack_write_into_existing_folder_keeps_old_slices(tmp_path, monk
         write_image(tmp_path / "stk/z*.npy", STACK_U16 // 2, overwrite=True)
     assert sorted(os.listdir(tmp_path / "stk")) == [f"z0000{i}.npy" for i in range(4)]
     np.testing.assert_array_equal(read_image(tmp_path / "stk/z*.npy"), STACK_U16)
+
+
+def test_output_exists_knows_datasets_arrays_and_files(tmp_path):
+    from mixscale.data import output_exists
+
+    h5 = tmp_path / "f.h5"
+    assert not output_exists(f"{h5}:/a")
+    write_image(f"{h5}:/a", np.zeros((3, 4), np.uint8))
+    assert output_exists(f"{h5}:/a") and not output_exists(f"{h5}:/b")  # a new dataset in an existing file
+    z = tmp_path / "v.zarr"
+    write_image(f"{z}/x", np.zeros((3, 4), np.uint8))
+    assert output_exists(f"{z}/x") and not output_exists(f"{z}/y")
+    tif = tmp_path / "t.tif"
+    assert not output_exists(str(tif))
+    write_image(str(tif), np.zeros((3, 4), np.uint8))
+    assert output_exists(str(tif))

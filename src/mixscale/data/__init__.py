@@ -8,14 +8,14 @@ from ._address import natural_sort_key
 from ._readers import HDF5Array, SliceStack
 from .augment import Augmentation, DihedralTransform, apply_dihedral, dihedral_transforms, invert_dihedral
 from .dataset import PatchDataset, WholeImageDataset
-from .io import image_info, open_image, read_image, write_image
+from .io import image_info, open_image, output_exists, read_image, write_image
 from .labels import LabelConventionWarning, check_label_convention, prepare_labels
 from .normalize import Normalization, compute_normalization, denormalize, normalize
 from .patches import PatchLocation, PatchSampler
 from .split import pixel_split, split_images
 
 __all__ = [
-    "open_image", "read_image", "write_image", "image_info", "natural_sort_key",
+    "open_image", "read_image", "write_image", "image_info", "output_exists", "natural_sort_key",
     "HDF5Array", "SliceStack",
     "prepare_labels", "check_label_convention", "LabelConventionWarning",
     "Normalization", "compute_normalization", "normalize", "denormalize",

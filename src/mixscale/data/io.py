@@ -283,3 +283,21 @@ def image_info(address) -> dict:
         "nbytes": int(np.prod(arr.shape, dtype=np.int64)) * dtype.itemsize,
         "disk_bytes": int(disk),
     }
+
+
+def output_exists(address) -> bool:
+    """Whether writing to ``address`` would replace something (a file, an HDF5 dataset, a zarr array).
+
+    Lets a caller refuse before doing expensive work; :func:`write_image` checks again.
+    """
+    addr = parse_address(address, for_writing=True)
+    if addr.kind == "hdf5":
+        if not addr.path.is_file():
+            return False
+        with h5py.File(addr.path, "r") as f:
+            return "/" + (addr.internal or "").strip("/") in f
+    if addr.kind == "zarr" and addr.internal:
+        return (addr.path / addr.internal.strip("/")).exists()
+    if addr.kind == "stack":
+        return addr.path.is_dir() and any(addr.path.glob(addr.pattern or "*"))
+    return addr.path.exists()

@@ -31,7 +31,7 @@ def _addresses(value) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
-def to_channels_first(array: np.ndarray, *, channel_axis: int | None, spatial_dims: int) -> np.ndarray:
+def to_channels_first(array: np.ndarray, *, channel_axis: int | None) -> np.ndarray:
     """``(*S)`` or an array with a channel axis -> ``(C, *S)``."""
     if channel_axis is None:
         return array[None]
@@ -49,12 +49,12 @@ def load_pairs(images, labels, config: TrainConfig) -> tuple[list[np.ndarray], l
     xs, ys = [], []
     for ip, lp in zip(img_paths, lab_paths):
         raw = np.asarray(read_image(ip))
-        x = to_channels_first(raw, channel_axis=d.channel_axis, spatial_dims=d.spatial_dims)
+        x = to_channels_first(raw, channel_axis=d.channel_axis)
         y = np.asarray(read_image(lp))
         if config.task == "regression":
             # a target with as many axes as the image has channels on the same axis; otherwise one channel
             y_axis = d.channel_axis if y.ndim == raw.ndim else None
-            y = to_channels_first(y, channel_axis=y_axis, spatial_dims=d.spatial_dims).astype(np.float32)
+            y = to_channels_first(y, channel_axis=y_axis).astype(np.float32)
         else:
             check_label_convention(y, convention=d.label_convention, num_classes=d.num_classes)
             y = prepare_labels(y, num_classes=d.num_classes, convention=d.label_convention,
