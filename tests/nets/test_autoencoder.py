@@ -2,6 +2,8 @@
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -122,3 +124,85 @@ def test_model_file_round_trip_gives_identical_outputs(tmp_path):
 def test_bad_arguments_name_the_problem(kwargs, match):
     with pytest.raises(ValueError, match=match):
         create_net("autoencoder", **kwargs)
+
+
+def _reconstruction_config(tmp_path, **data):
+    """A stack of 10 tiny 12x12 images (two kinds of blob) and a 1-epoch reconstruction config."""
+    from mixscale.data import write_image
+
+    rng = np.random.default_rng(0)
+    stack = rng.normal(0, 0.1, size=(10, 12, 12)).astype(np.float32)
+    stack[::2, 2:6, 2:6] += 1.0
+    stack[1::2, 6:11, 5:10] += 2.0
+    path = tmp_path / "stack.tif"
+    write_image(str(path), stack)
+    cfg = {"version": 1, "task": "reconstruction", "run_dir": str(tmp_path / "run"), "seed": 0,
+           "data": {"train_images": str(path), "patch_shape": [12, 12], "samples_per_epoch": 8, "val_samples": 4,
+                    "batch_size": 4, **data},
+           "net": {"name": "autoencoder", "depth": 2, "base_channels": 3, "latent_dim": 4},
+           "trainer": {"max_epochs": 1, "progress_bar": False, "accelerator": "cpu", "devices": 1}}
+    return cfg, stack
+
+
+def test_reconstruction_task_trains_through_the_config_and_saves_the_model(tmp_path):
+    from mixscale import api
+
+    cfg, stack = _reconstruction_config(tmp_path)
+    result = api.train(cfg)
+    net, info = load_model(result.model_path)
+    assert isinstance(net, Autoencoder) and net.image_shape == (12, 12) and net.out_channels == 1
+    assert info.train_config["task"] == "reconstruction" and info.train_config["loss"] is None
+    assert info.task == "regression"  # image in, image out, de-normalised with the stored statistics
+    assert info.target_normalization == info.normalization
+    assert result.best_val_loss is not None and np.isfinite(result.best_val_loss)
+    out = api.predict(result.model_path, stack[3])
+    assert out.shape == (12, 12) and np.isfinite(out).all()
+    with torch.no_grad():
+        assert net.encode(torch.from_numpy(stack[:3, None])).shape == (3, 4)
+
+
+def test_reconstruction_config_errors(tmp_path):
+    from mixscale import api
+    from mixscale.config import ConfigError
+
+    cfg, _ = _reconstruction_config(tmp_path)
+    with pytest.raises(ConfigError, match="uses the images as targets: remove data.train_labels"):
+        api.train(cfg, overrides=["data.train_labels=x.tif"])
+    with pytest.raises(ConfigError, match="data.train_labels is required for task 'regression'"):
+        api.train(cfg, overrides=["task=regression"])
+    with pytest.raises(ValueError, match=r"net.image_shape=\[8, 8\] must equal data.patch_shape=\[12, 12\]"):
+        api.train(cfg, overrides=["net.image_shape=[8, 8]"])
+    with pytest.raises(ValueError, match="cannot hold out pixels"):
+        api.train(cfg, overrides=["data.split=pixels"])
+    assert not (tmp_path / "run").exists()  # every error came before the run directory was written
+
+
+def test_reconstruction_through_the_cli(tmp_path):
+    import yaml
+
+    from mixscale.cli.main import main
+
+    cfg, _ = _reconstruction_config(tmp_path)
+    path = tmp_path / "ae.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["train", str(path), "--set", "data.samples_per_epoch=4"]) == 0
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+
+
+def test_reconstruction_data_targets_are_the_normalised_inputs(tmp_path):
+    from mixscale.config import validate_config
+    from mixscale.train.data import build_training_data
+
+    cfg, stack = _reconstruction_config(tmp_path)
+    data = build_training_data(validate_config(cfg))
+    assert len(data.train.sampler.images) == 8 and len(data.val.sampler.images) == 2  # a stack: one sample each
+    assert data.in_channels == data.out_channels == 1
+    mean, std = data.normalization["mean"][0], data.normalization["std"][0]  # training images only
+    for ds in (data.train, data.val):
+        for i in range(3):
+            x, y = ds[i]
+            assert x.shape == y.shape == (1, 12, 12)
+            torch.testing.assert_close(x, y, rtol=0, atol=1e-6)  # dihedral moves both, intensity changes are off
+            # a whole image of the stack, normalised (up to a flip/rotation)
+            assert any(np.allclose(np.sort(((s - mean) / std).ravel()), np.sort(x.numpy().ravel()), atol=1e-3)
+                       for s in stack)
