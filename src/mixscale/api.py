@@ -52,8 +52,15 @@ def train(config, *, overrides: Sequence[str] = (), resume: bool = False):
 def predict(model, image, output=None, *, device: str = "cpu", axis: int | None = None, batch_size: int = 1,
             probabilities: bool = False, overwrite: bool = False, channel_axis: int | None = None,
             tile_shape: Sequence[int] | int | None = None, overlap: float = 0.25,
-            blend: str = "gaussian") -> np.ndarray:
+            blend: str = "gaussian", tta: bool = False, **block_options):
     """Apply a model file to an image, a stack or a volume.
+
+    An ``output`` zarr store (``*.zarr``) switches to block-wise prediction with
+    bounded memory, resumable and optionally distributed:
+    :func:`mixscale.blockpredict.predict_blocks` (its options, such as
+    ``block_shape``, ``scheduler``, ``num_parts``, ``part_id`` and ``progress``,
+    pass through ``block_options``); the result is then the lazily opened
+    ``labels`` (or ``prediction``) zarr array.
 
     Parameters
     ----------
@@ -84,6 +91,9 @@ def predict(model, image, output=None, *, device: str = "cpu", axis: int | None 
     overlap : float in [0, 1)
         Fraction of a tile shared with its neighbours.
     blend : {"gaussian", "constant"}
+    tta : bool
+        Test-time augmentation: average over the 8 flips/rotations (2D) or axis
+        flips (3D).
 
     Returns
     -------
@@ -91,23 +101,32 @@ def predict(model, image, output=None, *, device: str = "cpu", axis: int | None 
         Labels ``(*spatial)`` as uint8 (uint16 above 255 classes), probabilities,
         or the de-normalised regression output ``(C, *spatial)`` (squeezed when C = 1).
     """
+    from .blockpredict import model_predictor, predict_blocks
     from .data import output_exists, read_image, write_image
     from .infer import predict_slices, predict_whole
     from .modelfile import load_model
 
+    if output is not None and Path(output).suffix == ".zarr":
+        summary = predict_blocks(model, image, output, device=device, axis=axis, batch_size=batch_size,
+                                 probabilities=probabilities, overwrite=overwrite, channel_axis=channel_axis,
+                                 tile_shape=tile_shape, overlap=overlap, blend=blend, tta=tta, **block_options)
+        return _open_block_result(summary)
+    if block_options:
+        raise TypeError(f"unknown argument(s) {sorted(block_options)}: block-wise options need a .zarr output")
     device = check_device(device)
     if output is not None and not overwrite and output_exists(str(output)):
         raise FileExistsError(f"output {output} exists; pass overwrite=True (CLI: --overwrite) to replace it")
     net, info = load_model(model, device=device)
     array = np.asarray(read_image(str(image))) if isinstance(image, (str, os.PathLike)) else np.asarray(image)
     x = _model_input(array, info, axis=axis, channel_axis=channel_axis)
+    predictor = model_predictor(net, info, tta=tta)
     if tile_shape is not None:
-        raw = _predict_tiles(net, x, info, axis=axis, device=device, tile_shape=tile_shape, overlap=overlap,
-                             blend=blend, batch_size=batch_size)
+        raw = _predict_tiles(predictor, x, info, axis=axis, device=device, tile_shape=tile_shape, overlap=overlap,
+                             blend=blend, batch_size=batch_size, halo=int(getattr(net, "halo", 0)))
     elif info.spatial_dims == 2 and x.ndim == 4:
-        raw = predict_slices(net, x, axis=axis, batch_size=batch_size, device=device)
+        raw = predict_slices(predictor, x, axis=axis, batch_size=batch_size, device=device)
     else:
-        raw = predict_whole(net, x, device=device)
+        raw = predict_whole(predictor, x, device=device)
     result = _model_output(raw, info, probabilities=probabilities)
     if output is not None:
         write_image(str(output), result, overwrite=overwrite)
@@ -115,17 +134,24 @@ def predict(model, image, output=None, *, device: str = "cpu", axis: int | None 
     return result
 
 
-def _predict_tiles(net, x: np.ndarray, info, *, axis, device, tile_shape, overlap, blend,
-                   batch_size) -> np.ndarray:
+def _open_block_result(summary: dict):
+    """The main array of a finished block-wise prediction, opened lazily."""
+    import zarr
+
+    group = zarr.open_group(summary["output"], mode="r")
+    return group["prediction"] if "prediction" in group else group["labels"]
+
+
+def _predict_tiles(predictor, x: np.ndarray, info, *, axis, device, tile_shape, overlap, blend,
+                   batch_size, halo) -> np.ndarray:
     """Tiled prediction with the network's halo; slice by slice for a 2D model on a volume."""
     import torch
 
     from .infer import predict_slices, predict_tiled
 
     def tiled(batch: torch.Tensor) -> torch.Tensor:  # (B, C, *spatial), one tiled pass per image
-        return torch.stack([predict_tiled(net, img, tile_shape=tile_shape, overlap=overlap, blend=blend,
-                                          halo=int(getattr(net, "halo", 0)), batch_size=batch_size,
-                                          device=device) for img in batch])
+        return torch.stack([predict_tiled(predictor, img, tile_shape=tile_shape, overlap=overlap, blend=blend,
+                                          halo=halo, batch_size=batch_size, device=device) for img in batch])
 
     if info.spatial_dims == 2 and x.ndim == 4:
         return predict_slices(tiled, x, axis=axis)
@@ -176,7 +202,7 @@ def _model_input(array: np.ndarray, info, *, axis: int | None, channel_axis: int
 
 
 def _model_output(raw: np.ndarray, info, *, probabilities: bool) -> np.ndarray:
-    """Logits -> labels or probabilities; regression output -> the target's units."""
+    """Probabilities -> labels (or kept); regression output -> the target's units."""
     from .data import Normalization, denormalize
 
     if info.task == "regression":
@@ -184,9 +210,8 @@ def _model_output(raw: np.ndarray, info, *, probabilities: bool) -> np.ndarray:
         if info.target_normalization:
             out = denormalize(raw, Normalization.from_dict(info.target_normalization), channel_axis=0)
         return out[0] if out.shape[0] == 1 else out
-    if probabilities:
-        e = np.exp(raw - raw.max(0, keepdims=True))
-        return (e / e.sum(0, keepdims=True)).astype(np.float32)
+    if probabilities:  # the predictor already returns probabilities (see model_predictor)
+        return raw.astype(np.float32)
     return raw.argmax(0).astype(np.uint8 if raw.shape[0] <= 256 else np.uint16)
 
 

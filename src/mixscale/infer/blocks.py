@@ -1,0 +1,162 @@
+"""Block-wise execution: a grid of non-overlapping blocks, run on Dask, with progress.
+
+The work per block is any picklable callable ``compute(index) -> voxels``; it
+reads its block with a halo, predicts, and writes its own part of the output
+(see :mod:`mixscale.infer.store`). This module only decides which blocks run
+where: the local Dask scheduler (threads, by default), a ``dask.distributed``
+cluster given by address or client, and ``num_parts``/``part_id`` sharding for
+job arrays.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Callable, Iterable, Sequence
+
+logger = logging.getLogger(__name__)
+
+LOCAL_SCHEDULERS = ("threads", "sync", "processes")
+
+
+def block_counts(shape: Sequence[int], block_shape: Sequence[int]) -> tuple[int, ...]:
+    """Blocks per axis when ``block_shape`` tiles ``shape`` (edge blocks are smaller)."""
+    if len(shape) != len(block_shape) or any(isinstance(b, bool) or not isinstance(b, int) or b < 1
+                                             for b in block_shape):
+        raise ValueError(f"block_shape={tuple(block_shape)} is not allowed; expected {len(shape)} ints >= 1")
+    return tuple(-(-n // b) for n, b in zip(shape, block_shape))
+
+
+def block_region(index: int, shape: Sequence[int], block_shape: Sequence[int]) -> tuple[slice, ...]:
+    """The slices of block ``index`` (C order) of the grid of ``block_shape`` over ``shape``."""
+    counts = block_counts(shape, block_shape)
+    if not 0 <= index < math.prod(counts):
+        raise ValueError(f"block index {index} is out of range; the grid has {math.prod(counts)} blocks")
+    region = []
+    for n, b, i in zip(shape, block_shape, _unravel(index, counts)):
+        region.append(slice(i * b, min((i + 1) * b, n)))
+    return tuple(region)
+
+
+def _unravel(index: int, counts: Sequence[int]) -> list[int]:
+    out = []
+    for c in reversed(counts):
+        index, r = divmod(index, c)
+        out.append(r)
+    return out[::-1]
+
+
+def block_grid(shape: Sequence[int], block_shape: Sequence[int]) -> list[tuple[slice, ...]]:
+    """Every block of the grid of ``block_shape`` over ``shape``, in C order.
+
+    Examples
+    --------
+    >>> [tuple((s.start, s.stop) for s in b) for b in block_grid((5, 4), (2, 4))]
+    [((0, 2), (0, 4)), ((2, 4), (0, 4)), ((4, 5), (0, 4))]
+    """
+    return [block_region(i, shape, block_shape) for i in range(math.prod(block_counts(shape, block_shape)))]
+
+
+def part_indices(count: int, num_parts: int = 1, part_id: int = 0) -> list[int]:
+    """Block indices of part ``part_id`` of ``num_parts`` (round robin, so parts get similar work)."""
+    if isinstance(num_parts, bool) or not isinstance(num_parts, int) or num_parts < 1:
+        raise ValueError(f"num_parts={num_parts!r} is not allowed; expected an integer >= 1")
+    if isinstance(part_id, bool) or not isinstance(part_id, int) or not 0 <= part_id < num_parts:
+        raise ValueError(f"part_id={part_id!r} is not allowed; expected an integer in [0, {num_parts - 1}]")
+    return list(range(part_id, count, num_parts))
+
+
+class Progress:
+    """Blocks done, voxels per second and time left, as a tqdm bar on stderr (or silent)."""
+
+    def __init__(self, total: int, *, enabled: bool = True) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, unit="block", disable=not enabled, dynamic_ncols=True, desc="predict")
+        self.blocks, self.voxels, self.start = 0, 0, time.perf_counter()
+
+    def update(self, voxels: int) -> None:
+        self.blocks += 1
+        self.voxels += int(voxels)
+        rate = self.voxels / max(time.perf_counter() - self.start, 1e-9)
+        self.bar.set_postfix_str(f"{rate / 1e6:.3g} Mvox/s", refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+        elapsed = time.perf_counter() - self.start
+        logger.info("%d blocks, %.3g voxels in %.1f s (%.3g voxels/s)", self.blocks, self.voxels, elapsed,
+                    self.voxels / max(elapsed, 1e-9))
+
+
+def run_blocks(compute: Callable[[int], int], indices: Iterable[int], *, scheduler=None,
+               num_workers: int | None = None, progress: bool = False) -> int:
+    """Run ``compute(i)`` for every block index on Dask; return the voxels computed.
+
+    Parameters
+    ----------
+    compute : callable
+        ``index -> voxels written``; picklable for process and distributed schedulers.
+    indices : iterable of int
+    scheduler : None, str or distributed.Client
+        ``None`` or ``"threads"``: Dask's local threaded scheduler; ``"sync"``: one
+        block after another in this thread; ``"processes"``: local processes; an
+        address such as ``"tcp://host:8786"`` or a ``distributed.Client``: that
+        cluster (local, or remote such as dask-jobqueue on SLURM).
+    num_workers : int, optional
+        Blocks in flight for the local schedulers (default: 2 threads, so reading
+        and writing one block overlaps computing another).
+    progress : bool
+        Show a progress bar.
+
+    Notes
+    -----
+    When a block fails the exception propagates once the blocks already started
+    are done; completed blocks keep their markers, so a rerun resumes.
+    """
+    indices = list(indices)
+    bar = Progress(len(indices), enabled=progress)
+    try:
+        if scheduler is None or isinstance(scheduler, str) and scheduler in LOCAL_SCHEDULERS:
+            _run_local(compute, indices, scheduler or "threads", num_workers, bar)
+        else:
+            _run_distributed(compute, indices, scheduler, bar)
+    finally:
+        bar.close()
+    return bar.voxels
+
+
+def _run_local(compute, indices, scheduler, num_workers, bar) -> None:
+    import dask
+    from dask.callbacks import Callback
+
+    if num_workers is not None and (isinstance(num_workers, bool) or not isinstance(num_workers, int)
+                                    or num_workers < 1):
+        raise ValueError(f"num_workers={num_workers!r} is not allowed; expected an integer >= 1")
+    tasks = [dask.delayed(compute, pure=False)(i, dask_key_name=f"block-{i}") for i in indices]
+    workers = 1 if scheduler == "sync" else (num_workers or 2)
+
+    class _Tick(Callback):
+        def _posttask(self, key, result, dsk, state, worker_id):
+            bar.update(result)
+
+    with _Tick():
+        dask.compute(*tasks, scheduler=scheduler, num_workers=workers)
+
+
+def _run_distributed(compute, indices, scheduler, bar) -> None:
+    from distributed import Client, as_completed
+
+    own = not isinstance(scheduler, Client)
+    if own and not (isinstance(scheduler, str) and ":" in scheduler):
+        raise ValueError(f"scheduler={scheduler!r} is not allowed; expected one of {list(LOCAL_SCHEDULERS)}, "
+                         "a dask.distributed address such as 'tcp://host:8786', or a distributed.Client")
+    client = Client(scheduler) if own else scheduler
+    try:
+        futures = client.map(compute, indices, pure=False)
+        for future in as_completed(futures):
+            bar.update(future.result())
+    finally:
+        if own:
+            client.close()

@@ -1,0 +1,176 @@
+"""A zarr output store written block by block, with per-block completion markers.
+
+Every block writes whole shards of every output array (blocks and shards have
+the same shape), so workers on different machines never write the same file.
+After a block's arrays are written, an empty marker file
+``<store>/.mixscale/done/<index>`` is created under a temporary name and renamed:
+a block killed mid-write has no marker and is recomputed on resume, so a
+half-written block is never taken as complete.
+
+The store also records the *plan* (model, input, settings) it was made for; a
+later run with a different plan refuses to mix its blocks in, unless told to
+replace the store.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+PLAN_KEY = "mixscale_plan"
+MARKER_DIR = (".mixscale", "done")
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """One output array of a block store.
+
+    Attributes
+    ----------
+    name : str
+        Array path inside the store, e.g. ``"labels"``.
+    dtype : str
+        NumPy dtype name.
+    lead : tuple of int
+        Leading non-spatial axes (``(C,)`` for probabilities, ``()`` for labels).
+    """
+
+    name: str
+    dtype: str
+    lead: tuple[int, ...] = ()
+
+
+def chunk_shape(block_shape: Sequence[int], *, plane: int = 256) -> tuple[int, ...]:
+    """Inner chunks of a shard: single slices along the first axis of a volume, at most ``plane`` wide in-plane.
+
+    Each entry divides the block's (zarr requires chunks to tile a shard), so a
+    viewer showing one slice reads only that slice's chunks.
+    """
+    def divisor(n: int) -> int:
+        return max(d for d in range(1, min(n, plane) + 1) if n % d == 0)
+
+    dims = list(block_shape)
+    if len(dims) == 3:
+        return (1, divisor(dims[1]), divisor(dims[2]))
+    return tuple(divisor(n) for n in dims)
+
+
+class BlockStore:
+    """Open or create the zarr group at ``path`` for a planned block-wise prediction.
+
+    Parameters
+    ----------
+    path : str or Path
+        Directory of the zarr group (``*.zarr``).
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self._markers = self.path.joinpath(*MARKER_DIR)
+
+    # -- creation --------------------------------------------------------------
+
+    @classmethod
+    def prepare(cls, path, *, shape: Sequence[int], block_shape: Sequence[int], arrays: Sequence[ArraySpec],
+                plan: dict, overwrite: bool = False) -> "BlockStore":
+        """Create the store, or reuse one made for the same ``plan`` (resume).
+
+        Several processes may call this at once (job arrays): the store is built
+        under a temporary name and renamed into place, and the losers of that race
+        reuse the winner's store after checking its plan.
+
+        Raises
+        ------
+        FileExistsError
+            If ``path`` holds something else: a store for another plan (unless
+            ``overwrite``), or a file or folder that is not such a store.
+        """
+        store = cls(path)
+        plan = json.loads(json.dumps(plan))  # JSON-normalised, so it compares with what is read back
+        if store.path.exists():
+            old = store.read_plan()
+            if old == plan:
+                logger.info("resuming %s: %d blocks already complete", store.path, len(store.done()))
+                return store
+            if not overwrite:
+                raise FileExistsError(store._mismatch_message(old, plan))
+            logger.warning("replacing %s (made for different settings)", store.path)
+            shutil.rmtree(store.path)
+        tmp = store.path.with_name(f".{store.path.name}.tmp-{uuid.uuid4().hex[:8]}")
+        try:
+            _create_group(tmp, shape, block_shape, arrays, plan)
+            os.rename(tmp, store.path)  # atomic; fails if another process got there first
+        except OSError:
+            if not store.path.exists():
+                raise
+            if store.read_plan() != plan:
+                raise FileExistsError(store._mismatch_message(store.read_plan(), plan)) from None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return store
+
+    def read_plan(self) -> dict | None:
+        """The plan stored in the group's attributes; None if this is not a block store."""
+        meta = self.path / "zarr.json"
+        if not meta.is_file():
+            return None
+        try:
+            return json.loads(meta.read_text()).get("attributes", {}).get(PLAN_KEY)
+        except (OSError, ValueError):
+            return None
+
+    def _mismatch_message(self, old: dict | None, new: dict) -> str:
+        if old is None:
+            return (f"output {self.path} exists and is not a mixscale block-prediction store; "
+                    "choose another output or remove it")
+        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        detail = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:4])
+        return (f"output {self.path} holds a prediction made with other settings ({detail}); pass overwrite=True "
+                "(CLI: --overwrite) to replace it, or choose another output")
+
+    # -- blocks ----------------------------------------------------------------
+
+    def done(self) -> set[int]:
+        """Indices of the blocks whose outputs are completely written."""
+        if not self._markers.is_dir():
+            return set()
+        return {int(p.name) for p in self._markers.iterdir() if p.name.isdigit()}
+
+    def write_block(self, index: int, region: tuple[slice, ...], outputs: dict[str, np.ndarray]) -> None:
+        """Write one block's outputs (``name -> (*lead, *region shape)``), then mark it complete."""
+        import zarr
+
+        for name, values in outputs.items():
+            array = zarr.open_array(store=str(self.path), path=name, mode="r+")
+            lead = (slice(None),) * (array.ndim - len(region))
+            array[lead + tuple(region)] = values
+        self._markers.mkdir(parents=True, exist_ok=True)
+        tmp = self._markers / f".{index}.tmp-{uuid.uuid4().hex[:8]}"
+        tmp.touch()
+        os.replace(tmp, self._markers / str(index))
+
+
+def _create_group(path: Path, shape, block_shape, arrays: Sequence[ArraySpec], plan: dict) -> None:
+    import zarr
+
+    group = zarr.open_group(str(path), mode="w")
+    chunks = chunk_shape(block_shape)
+    names = ("z", "y", "x")[-len(shape):]
+    for spec in arrays:
+        lead_names = ("c",) if len(spec.lead) == 1 else tuple(f"c{i}" for i in range(len(spec.lead)))
+        group.create_array(spec.name, shape=tuple(spec.lead) + tuple(shape), dtype=spec.dtype,
+                           shards=tuple(spec.lead) + tuple(block_shape),
+                           chunks=(1,) * len(spec.lead) + chunks, fill_value=0,
+                           dimension_names=lead_names + names)
+    group.attrs[PLAN_KEY] = plan
+    path.joinpath(*MARKER_DIR).mkdir(parents=True)
