@@ -51,10 +51,11 @@ def conv_norm_act(spatial_dims: int, in_channels: int, out_channels: int, norm, 
                   dilation: int = 1) -> nn.Sequential:
     """A "same" convolution + norm + activation.
 
-    The bias is left out before batch and instance norm, which subtract each
-    channel's mean and would cancel it exactly (its gradient would be zero).
+    The bias is left out before any norm: batch and instance norm (and group norm
+    with one channel per group) subtract each channel's mean and would cancel it
+    exactly, leaving a parameter whose gradient is zero.
     """
-    bias = norm not in ("batch", "instance")
+    bias = norm is None
     return nn.Sequential(
         conv_nd(spatial_dims)(in_channels, out_channels, kernel_size, padding=dilation * (kernel_size - 1) // 2,
                               dilation=dilation, bias=bias),
