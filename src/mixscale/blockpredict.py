@@ -284,11 +284,11 @@ def predict_blocks(model, image, output, *, axis: int | None = None, channel_axi
         tile_shape=_check_tile_shape(tile_shape, info.spatial_dims), overlap=float(overlap), blend=blend,
         batch_size=batch_size, tta=bool(tta), device=device, probabilities=bool(probabilities))
     _check_tiling(job)
+    total = math.prod(block_counts(spatial, job.block_shape))
+    mine = part_indices(total, num_parts, part_id)
     arrays = output_arrays(info, probabilities=probabilities, out_channels=int(info.net_config.get("out_channels", 1)))
     store = BlockStore.prepare(out, shape=spatial, block_shape=job.block_shape, arrays=arrays,
                                plan=plan_dict(job, info, file_sha256(model)), overwrite=overwrite)
-    total = math.prod(block_counts(spatial, job.block_shape))
-    mine = part_indices(total, num_parts, part_id)
     finished = store.done()
     todo = [i for i in mine if i not in finished]
     logger.info("%s: %d blocks of %s over %s; part %d/%d computes %d (%d already complete)", out, total,

@@ -23,7 +23,10 @@ def _add_train(sub) -> None:
 
 
 def _add_predict(sub) -> None:
-    p = sub.add_parser("predict", help="apply a model file to an image, stack or volume")
+    p = sub.add_parser("predict", help="apply a model file to an image, stack or volume",
+                       description="Apply a model file. An output ending in .zarr is written block by block "
+                                   "with bounded memory: resumable (rerun the same command), on Dask "
+                                   "(--scheduler), shardable over job arrays (--num-parts/--part-id).")
     p.add_argument("model", help="model.safetensors written by 'mixscale train'")
     p.add_argument("input", help="image address: file.tif, file.h5:/path, file.zarr, 'slices/*.png', ...")
     p.add_argument("-o", "--output", required=True, help="output address (any supported format)")
@@ -40,6 +43,17 @@ def _add_predict(sub) -> None:
     p.add_argument("--blend", choices=["gaussian", "constant"], default="gaussian")
     p.add_argument("--channel-axis", type=int, default=None,
                    help="axis of the input holding channels (multi-channel models; default 0)")
+    p.add_argument("--tta", action="store_true", help="test-time augmentation: average over flips/rotations")
+    g = p.add_argument_group("block-wise prediction (output *.zarr)")
+    g.add_argument("--block-shape", type=int, nargs="+", default=None, metavar="N",
+                   help="output block (= zarr shard) per spatial axis (default: a few slices x the plane, "
+                        "or 128-cubes for 3D models)")
+    g.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="threads (default), sync, processes, or a dask.distributed address tcp://host:8786")
+    g.add_argument("--workers", type=int, default=None, help="blocks in flight for local schedulers (default 2)")
+    g.add_argument("--num-parts", type=int, default=1, help="split the blocks into this many parts (job arrays)")
+    g.add_argument("--part-id", type=int, default=0, help="which part this process computes (0-based)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _add_evaluate(sub) -> None:
@@ -86,12 +100,31 @@ def _cmd_predict(args) -> None:
     from mixscale import api
 
     t0 = time.perf_counter()
-    out = api.predict(args.model, args.input, args.output, device=args.device, axis=args.axis,
-                      batch_size=args.batch_size, probabilities=args.probabilities, overwrite=args.overwrite,
-                      channel_axis=args.channel_axis, overlap=args.overlap, blend=args.blend,
-                      tile_shape=(args.tile_shape[0] if args.tile_shape and len(args.tile_shape) == 1
-                                  else args.tile_shape))
+    common = dict(device=args.device, axis=args.axis, batch_size=args.batch_size, probabilities=args.probabilities,
+                  overwrite=args.overwrite, channel_axis=args.channel_axis, overlap=args.overlap, blend=args.blend,
+                  tta=args.tta, tile_shape=_one_or_tuple(args.tile_shape))
+    if args.output.rstrip("/").endswith(".zarr"):
+        s = api.predict_blocks(args.model, args.input, args.output, **common, scheduler=args.scheduler,
+                               block_shape=_one_or_tuple(args.block_shape), num_workers=args.workers,
+                               num_parts=args.num_parts, part_id=args.part_id, progress=not args.no_progress)
+        state = "complete" if s["complete"] else "incomplete: other parts or a rerun still have blocks to do"
+        print(f"wrote {s['output']}: {s['computed']} blocks computed, {s['skipped']} already done, of "
+              f"{s['blocks']} ({state}); {s['voxels_per_second'] / 1e6:.3g} Mvoxels/s, {s['seconds']:.1f} s")
+        return
+    for flag in ("block_shape", "scheduler", "workers"):
+        if getattr(args, flag) is not None:
+            raise ValueError(f"--{flag.replace('_', '-')} needs a .zarr output (block-wise prediction)")
+    if args.num_parts != 1 or args.part_id != 0:
+        raise ValueError("--num-parts/--part-id need a .zarr output (block-wise prediction)")
+    out = api.predict(args.model, args.input, args.output, **common)
     print(f"wrote {args.output}: shape {out.shape}, {out.dtype} ({time.perf_counter() - t0:.1f} s)")
+
+
+def _one_or_tuple(values):
+    """argparse's ``nargs='+'`` list -> one int or a tuple (None stays None)."""
+    if values is None:
+        return None
+    return values[0] if len(values) == 1 else tuple(values)
 
 
 def _cmd_evaluate(args) -> None:
