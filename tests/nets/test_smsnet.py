@@ -12,7 +12,16 @@ from scipy.stats import chisquare
 from mixscale.modelfile import ModelInfo, load_model, save_model
 from mixscale.nets import create_net
 from mixscale.nets.smsnet import SMSNet
-from mixscale.nets.smsnet_graph import Edge, sample_graph
+from mixscale.nets.smsnet_graph import sample_graph
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one intra-op thread avoids thread-pool contention on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 TINY = dict(hidden_nodes=5, channels=[2, 3], dilations=[1, 2, 3])
 ODD = {2: (13, 11), 3: (9, 7, 11)}
@@ -43,7 +52,7 @@ def test_graph_is_topological_complete_and_recorded(kw):
     assert all(k == min(r, n - i) for i, (r, k) in enumerate(zip(g.requested_degrees, g.degrees), start=1))
     assert set(g.added) <= set(g.edges)
     if kw.get("input_fraction") == 0:  # nothing sampled from the input: node 1 (and maybe others) was added
-        assert Edge(0, 1, *[(e.dilation, e.channels) for e in g.edges if e[:2] == (0, 1)][0]) in g.added
+        assert any(e[:2] == (0, 1) for e in g.added)
         assert (0, n + 1) not in pairs
 
 
