@@ -108,8 +108,9 @@ def test_paper_configuration_parameter_count():
     # Huang et al.: 5 levels of 64..1024 channels, 64 carry-over channels, 320 decoder channels
     net = UNet3Plus(in_channels=3, depth=5, base_channels=64, carry_channels=64)
     assert net.fuses[0][0].out_channels == 320
-    assert sum(p.numel() for p in net.parameters()) == _expected_parameter_count(
-        2, 3, 1, 5, 64, 2.0, 1.0, 64, "batch", False)
+    count = sum(p.numel() for p in net.parameters())
+    assert count == _expected_parameter_count(2, 3, 1, 5, 64, 2.0, 1.0, 64, "batch", False)
+    assert round(count / 1e6, 2) == 26.97  # the paper's Table 1 (VGG-16 backbone): 26.97 M
 
 
 @pytest.mark.parametrize("spatial_dims, shape", [(2, (1, 1, 96, 96)), (3, (1, 1, 32, 32, 32))])
