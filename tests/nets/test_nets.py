@@ -135,7 +135,7 @@ def test_unet_tiny_inputs_smaller_than_padding():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(name="nope"), "unknown network name='nope'; known networks: msd"),
+        (dict(name="nope"), "unknown network name='nope'; known networks: .*msd, .*unet"),
         (dict(name="msd", depht=3), r"unknown argument\(s\) \['depht'\]"),
         (dict(name="msd", depth=0), "depth=0 is not allowed"),
         (dict(name="msd", spatial_dims=4), "spatial_dims=4"),
