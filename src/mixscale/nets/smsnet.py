@@ -97,6 +97,16 @@ class SMSNet(nn.Module):
         (what :meth:`config` stores). When given, nothing is sampled and the
         sampling arguments are only kept as a record.
 
+    Attributes
+    ----------
+    edges : list of Edge
+        The graph, sorted by ``(source, target)``; ``edge_convs[j]`` realises ``edges[j]``.
+    graph : GraphSample or None
+        What the sampler did (requested vs realised degrees, clipped nodes, added
+        edges); None when the net was built from an explicit ``edges`` list.
+    node_channels : list of int
+        Channels of each node (the input's, else the sum over its incoming edges).
+
     Shapes
     ------
     ``(N, in_channels, *spatial) -> (N, out_channels, *spatial)`` for any spatial
@@ -153,7 +163,9 @@ class SMSNet(nn.Module):
         self.graph = sample if edges is None else None  # the sampler's record (clipping, added edges)
         self.edges: list[Edge] = sample.edges if edges is None else parse_edges(edges, hidden_nodes)
         self.node_channels = self._node_channels()
-        self._incoming = [[j for j, e in enumerate(self.edges) if e.target == t] for t in range(hidden_nodes + 2)]
+        self._incoming: list[list[int]] = [[] for _ in range(hidden_nodes + 2)]
+        for j, e in enumerate(self.edges):
+            self._incoming[e.target].append(j)
         last_consumer = {e.source: e.target for e in self.edges}  # sorted by (source, target): the last wins
         self._freed_at = [[s for s, t_last in last_consumer.items() if t_last == t] for t in range(hidden_nodes + 2)]
         self.edge_convs = nn.ModuleList(
