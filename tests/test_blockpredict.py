@@ -248,3 +248,12 @@ def test_default_blocks_are_even_and_bounded():
     assert even_block(1000, 2048, 256) == 1000
     assert default_block_shape((2160, 2560, 2560), axis=0, spatial_dims=2) == (8, 1280, 1280)
     assert default_block_shape((300, 300, 300), axis=None, spatial_dims=3) == (112, 112, 112)
+
+
+def test_whole_image_norms_are_flagged(caplog):
+    from mixscale.blockpredict import warn_if_not_tile_exact
+
+    assert warn_if_not_tile_exact(create_net("unet", depth=2, base_channels=4, norm="instance"))
+    assert "InstanceNorm2d" in caplog.text
+    assert not warn_if_not_tile_exact(create_net("unet", depth=2, base_channels=4, norm="batch"))
+    assert not warn_if_not_tile_exact(create_net("msd", depth=3))

@@ -1,6 +1,7 @@
 """The Python API: the one place where configs and files become objects.
 
-``train`` a network from a config, ``predict`` with a model file, ``evaluate`` a
+``train`` a network from a config, ``predict`` with a model file (in memory, or
+``predict_blocks`` into a zarr store for data larger than memory), ``evaluate`` a
 prediction against ground truth, ``info`` about an image file. The CLI is a thin
 layer over these functions.
 """
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from .blockpredict import predict_blocks
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +104,7 @@ def predict(model, image, output=None, *, device: str = "cpu", axis: int | None 
         Labels ``(*spatial)`` as uint8 (uint16 above 255 classes), probabilities,
         or the de-normalised regression output ``(C, *spatial)`` (squeezed when C = 1).
     """
-    from .blockpredict import model_predictor, predict_blocks
+    from .blockpredict import model_predictor, warn_if_not_tile_exact
     from .data import output_exists, read_image, write_image
     from .infer import predict_slices, predict_whole
     from .modelfile import load_model
@@ -121,6 +124,7 @@ def predict(model, image, output=None, *, device: str = "cpu", axis: int | None 
     x = _model_input(array, info, axis=axis, channel_axis=channel_axis)
     predictor = model_predictor(net, info, tta=tta)
     if tile_shape is not None:
+        warn_if_not_tile_exact(net)
         raw = _predict_tiles(predictor, x, info, axis=axis, device=device, tile_shape=tile_shape, overlap=overlap,
                              blend=blend, batch_size=batch_size, halo=int(getattr(net, "halo", 0)))
     elif info.spatial_dims == 2 and x.ndim == 4:

@@ -155,6 +155,20 @@ def _load(model: str, device: str):
     return net.eval(), info
 
 
+def warn_if_not_tile_exact(net) -> bool:
+    """Warn (and return True) when ``net`` normalises over the whole input (instance or group norm):
+    tiles and blocks then see other statistics than the whole image, so they can differ from it."""
+    from torch import nn
+
+    kinds = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.GroupNorm)
+    found = sorted({type(m).__name__ for m in net.modules() if isinstance(m, kinds)})
+    if found:
+        logger.warning("the network uses %s, which normalises over the whole input: tiled or block-wise "
+                       "results can differ from whole-image prediction (train with norm='batch' or None for "
+                       "tile-exact results)", ", ".join(found))
+    return bool(found)
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     """Hex SHA-256 of a file's bytes (a model file is small)."""
     h = hashlib.sha256()
@@ -273,6 +287,7 @@ def predict_blocks(model, image, output, *, axis: int | None = None, channel_axi
     out = check_output_address(output)
     model, image = str(Path(model).resolve()), _absolute_address(image)
     net, info = _load(model, device)
+    warn_if_not_tile_exact(net)
     spatial, channel_axis, context = _input_layout(image, info, axis=axis, channel_axis=channel_axis)
     slicing = info.spatial_dims == 2 and len(spatial) == 3
     halo = int(getattr(net, "halo", 0))
