@@ -43,7 +43,7 @@ from mixscale.modelfile import load_model
 from mixscale.synthetic import SHAPE_CLASSES, draw_shape
 from mixscale.viz import embed_2d, plot_latent_image_map, plot_latent_scatter, plot_training_curves
 
-KINDS = SHAPE_CLASSES[1:]  # rectangle, circle, triangle, annulus; labels 1..4 index SHAPE_CLASSES
+logger = logging.getLogger("autoencoder_shapes")
 
 
 def make_shapes(n: int, *, size: int = 64, noise: float = 0.05, jitter: float = 2.0, seed: int = 0):
@@ -75,7 +75,7 @@ def train(out: Path, train_path: str, val_path: str, args) -> tuple[Path, int]:
     result = api.train(cfg)
     with open(result.metrics_csv, newline="") as f:
         epochs = sum(1 for row in csv.DictReader(f) if row.get("val_loss"))  # validated epochs
-    logging.info("%d epochs validated, best val_loss %.4f", epochs, result.best_val_loss)
+    logger.info("%d epochs validated, best val_loss %.4f", epochs, result.best_val_loss)
     plot_training_curves(result.metrics_csv, out / "curves.png")
     return result.model_path, epochs
 
