@@ -95,6 +95,7 @@ def test_config_round_trip_same_seed_same_net_and_defaults():
     default = PatchClassifier()
     assert default.patch_shape == (15, 15) and default.receptive_field == 15 and default.halo == 7
     assert PatchClassifier(patch_shape=(11, 21)).receptive_field == 21
+    assert PatchClassifier(patch_shape=(16, 12)).halo == 8  # 8 pixels before the centre of a 16-pixel patch
     assert feature_shape((15, 12), 2, 3) == (2, 1)  # 15 -> 13 -> 6 -> 4 -> 2 ; 12 -> 10 -> 5 -> 3 -> 1
 
 
@@ -144,3 +145,16 @@ def test_bad_inputs_are_refused():
         PatchClassifier(patch_shape=11).dense_logits(torch.zeros(1, 1, 20, 20))
     with pytest.raises(ValueError, match=r"expected \(N, 1, \*, \*\)"):
         PatchClassifier(patch_shape=11).eval().dense_logits(torch.zeros(1, 2, 20, 20))
+
+
+@pytest.mark.parametrize("patch", [(15, 15), (16, 13)])
+def test_tiled_dense_logits_with_the_halo_equal_whole_image(patch):
+    from mixscale.infer import predict_tiled
+
+    torch.manual_seed(5)
+    net = _randomise_norms(PatchClassifier(patch_shape=patch, **SMALL)).eval()
+    image = torch.randn(1, 45, 38)
+    with torch.no_grad():
+        whole = net.dense_logits(image[None])[0]
+        tiled = predict_tiled(net.dense_logits, image, tile_shape=16, overlap=0.25, halo=net.halo, blend="constant")
+    torch.testing.assert_close(tiled, whole, rtol=1e-4, atol=1e-5)

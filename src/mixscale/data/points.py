@@ -237,7 +237,7 @@ class PointPatchDataset(Dataset):
         """Items per class per epoch (fixed: the dataset length does not change between epochs)."""
         labels = np.concatenate(self.point_classes)
         counts = np.bincount(labels, minlength=self.num_classes)
-        counts[0] += int(round(self.background_per_point * int((labels > 0).sum())))
+        counts[0] += round(self.background_per_point * int((labels > 0).sum()))
         if self.class_balance:
             present = counts > 0
             counts[present] = counts.max()

@@ -11,7 +11,7 @@ matching within a distance: TP, FP, FN, precision, recall, F1).
 from __future__ import annotations
 
 import logging
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["detection_map", "find_peaks", "match_points", "detect_points"]
+__all__ = ["detect_points", "detection_map", "find_peaks", "match_points"]
 
 
 def _per_axis(name: str, value, n: int, minimum: int) -> tuple[int, ...]:
@@ -56,7 +56,7 @@ def _gather_patches(padded: torch.Tensor, starts: torch.Tensor, patch_shape) -> 
     for axis, p in enumerate(patch_shape):
         shape = [1] * (d + 1)
         shape[axis + 1] = p
-        index.append((starts[:, axis].view(-1, *[1] * d) + torch.arange(p).view(shape)))
+        index.append(starts[:, axis].view(-1, *[1] * d) + torch.arange(p).view(shape))
     patches = padded[(slice(None),) + tuple(index)]  # (C, B, *P)
     return patches.transpose(0, 1)
 

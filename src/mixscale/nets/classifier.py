@@ -134,7 +134,7 @@ class PatchClassifier(nn.Module):
                              f"kernel_size={kernel_size}: the last feature map would be {list(final)}; use a "
                              "larger patch, a smaller depth or a smaller kernel")
         self.final_shape = final
-        chans = [max(1, int(round(base_channels * self.growth_rate**i))) for i in range(self.depth)]
+        chans = [max(1, round(base_channels * self.growth_rate**i)) for i in range(self.depth)]
         conv = conv_nd(self.spatial_dims)
         self.stages = nn.ModuleList(
             nn.Sequential(conv(cin, cout, kernel_size), make_norm(norm, self.spatial_dims, cout),
@@ -163,8 +163,9 @@ class PatchClassifier(nn.Module):
 
     @property
     def receptive_field(self) -> int:
-        """The patch size (largest axis): a class score depends on the patch and nothing else."""
-        return max(self.patch_shape)
+        """The patch size (largest axis; an even size ``P`` counts as ``P + 1``, since the patch
+        reaches ``P // 2`` pixels before its centre): a score depends on its patch and nothing else."""
+        return max(2 * (p // 2) + 1 for p in self.patch_shape)
 
     @property
     def halo(self) -> int:
