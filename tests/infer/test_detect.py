@@ -60,6 +60,16 @@ def test_detection_map_matches_the_classifier_dense_logits():
                                rtol=1e-4, atol=1e-5)
 
 
+def test_detect_points_returns_pixel_coordinates_also_with_a_stride():
+    image = torch.zeros(1, 20, 17)
+    image[0, 4, 6], image[0, 12, 14] = 5.0, 3.0
+    bright = lambda p: torch.stack([torch.zeros(len(p)), p[:, 0, 2, 2] - 1], 1)  # noqa: E731
+    found = detect_points(bright, image, 5, threshold=0.5, min_distance=2)
+    assert found.tolist() == [[4, 6], [12, 14]]
+    assert detect_points(bright, image, 5, threshold=0.5, stride=2).tolist() == [[4, 6], [12, 14]]
+    assert detect_points(bright, image, 5, threshold=0.9).tolist() == [[4, 6]]  # softmax: 0.98 and 0.88
+
+
 def test_find_peaks_hand_cases():
     h = np.zeros((9, 9))
     h[2, 2], h[2, 3], h[6, 6], h[6, 8], h[0, 8] = 0.9, 0.9, 0.8, 0.7, 0.4  # a plateau, a close pair, a weak one

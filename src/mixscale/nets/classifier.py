@@ -87,6 +87,9 @@ class PatchClassifier(nn.Module):
     ``forward``: ``(N, in_channels, *patch_shape) -> (N, out_channels)`` logits.
     ``dense_logits``: ``(N, in_channels, *spatial) -> (N, out_channels, *spatial)``, the
     logits of the patch centred on every pixel (reflect padding at the border).
+    Unlike the segmentation networks, ``forward`` does not keep the spatial size:
+    whole-image prediction goes through ``dense_logits`` (tile it for large volumes with
+    ``mixscale.infer.predict_tiled(net.dense_logits, ..., halo=net.halo)``, which is exact).
 
     Examples
     --------
