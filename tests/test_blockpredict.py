@@ -257,3 +257,17 @@ def test_whole_image_norms_are_flagged(caplog):
     assert "InstanceNorm2d" in caplog.text
     assert not warn_if_not_tile_exact(create_net("unet", depth=2, base_channels=4, norm="batch"))
     assert not warn_if_not_tile_exact(create_net("msd", depth=3))
+
+
+def test_25d_model_trains_from_config_and_predicts_block_wise(tmp_path, tiny_config, tiny_dataset):
+    tiny_config["data"]["context_slices"] = 1
+    result = api.train(tiny_config)
+    from mixscale.modelfile import read_model_info
+
+    info = read_model_info(result.model_path)
+    assert info.net_config["in_channels"] == 3 and info.train_config["data"]["context_slices"] == 1
+    summary = predict_blocks(result.model_path, tiny_dataset["val_images"], tmp_path / "o.zarr", axis=0,
+                             block_shape=(1, 40, 40))
+    assert summary["complete"] and _read(tmp_path / "o.zarr").shape == (3, 40, 40)
+    with pytest.raises(ValueError, match="2.5D"):
+        api.predict(result.model_path, tiny_dataset["val_images"], axis=0)

@@ -120,6 +120,9 @@ def predict(model, image, output=None, *, device: str = "cpu", axis: int | None 
     if output is not None and not overwrite and output_exists(str(output)):
         raise FileExistsError(f"output {output} exists; pass overwrite=True (CLI: --overwrite) to replace it")
     net, info = load_model(model, device=device)
+    if (info.train_config.get("data") or {}).get("context_slices"):
+        raise ValueError("this is a 2.5D model (context slices as channels): predict block-wise, with an output "
+                         "ending in .zarr (CLI: -o out.zarr --axis 0)")
     array = np.asarray(read_image(str(image))) if isinstance(image, (str, os.PathLike)) else np.asarray(image)
     x = _model_input(array, info, axis=axis, channel_axis=channel_axis)
     predictor = model_predictor(net, info, tta=tta)

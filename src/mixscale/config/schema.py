@@ -32,7 +32,7 @@ class DataConfig(_Strict):
     """Where the images and labels are, and how patches are drawn from them."""
 
     train_images: Paths
-    train_labels: Paths
+    train_labels: Paths | None = None  # required except for task 'reconstruction' (targets = images)
     val_images: Paths | None = None
     val_labels: Paths | None = None
     split: Literal["auto", "images", "pixels"] = "auto"
@@ -44,6 +44,8 @@ class DataConfig(_Strict):
     channel_axis: int | None = None
     spatial_dims: Literal[2, 3] = 2
     patch_shape: list[int] = Field(default_factory=lambda: [128, 128])
+    slice_axis: int = Field(0, ge=0, le=2)  # 2D nets on volumes: patches are slices along this axis
+    context_slices: int = Field(0, ge=0)  # 2.5D: k neighbouring slices on each side become channels
     samples_per_epoch: int = Field(256, ge=1)
     val_samples: int = Field(64, ge=1)
     batch_size: int = Field(8, ge=1)
@@ -56,8 +58,8 @@ class DataConfig(_Strict):
         if len(self.patch_shape) != self.spatial_dims or min(self.patch_shape) < 1:
             raise ValueError(f"patch_shape={self.patch_shape} must have spatial_dims={self.spatial_dims} "
                              "positive entries")
-        if (self.val_images is None) != (self.val_labels is None):
-            raise ValueError("val_images and val_labels must be given together")
+        if self.val_labels is not None and self.val_images is None:
+            raise ValueError("val_labels needs val_images")
         if self.class_names is not None and self.num_classes is not None and len(self.class_names) != self.num_classes:
             raise ValueError(f"class_names has {len(self.class_names)} entries but num_classes={self.num_classes}")
         return self
@@ -110,7 +112,7 @@ class TrainConfig(_Strict):
     """A whole training run."""
 
     version: Literal[1] = CONFIG_VERSION
-    task: Literal["segmentation", "regression"] = "segmentation"
+    task: Literal["segmentation", "regression", "reconstruction"] = "segmentation"
     run_dir: str
     seed: int = 0
     data: DataConfig
@@ -131,10 +133,19 @@ class TrainConfig(_Strict):
     def _task_needs(self):
         if self.task == "segmentation" and self.data.num_classes is None:
             raise ValueError("data.num_classes is required for task 'segmentation'")
+        d = self.data
+        if self.task == "reconstruction":  # an autoencoder learns to give back its input
+            if d.train_labels is not None or d.val_labels is not None:
+                raise ValueError("task 'reconstruction' uses the images as targets: remove data.train_labels "
+                                 "and data.val_labels")
+        elif d.train_labels is None:
+            raise ValueError(f"data.train_labels is required for task {self.task!r}")
+        elif (d.val_images is None) != (d.val_labels is None):
+            raise ValueError("val_images and val_labels must be given together")
         return self
 
     def loss_spec(self) -> str | dict[str, float]:
-        """The loss, defaulting to cross-entropy for segmentation and MSE for regression."""
+        """The loss, defaulting to cross-entropy for segmentation and MSE for regression and reconstruction."""
         if self.loss is not None:
             return self.loss
         return "ce" if self.task == "segmentation" else "mse"

@@ -12,6 +12,7 @@ from .io import image_info, open_image, output_exists, read_image, write_image
 from .labels import LabelConventionWarning, check_label_convention, prepare_labels
 from .normalize import Normalization, compute_normalization, denormalize, normalize
 from .patches import PatchLocation, PatchSampler
+from .points import PointPatchDataset
 from .split import pixel_split, split_images
 
 __all__ = [
@@ -21,5 +22,5 @@ __all__ = [
     "Normalization", "compute_normalization", "normalize", "denormalize",
     "pixel_split", "split_images",
     "DihedralTransform", "dihedral_transforms", "apply_dihedral", "invert_dihedral", "Augmentation",
-    "PatchSampler", "PatchLocation", "PatchDataset", "WholeImageDataset",
+    "PatchSampler", "PatchLocation", "PatchDataset", "WholeImageDataset", "PointPatchDataset",
 ]

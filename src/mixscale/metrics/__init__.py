@@ -7,6 +7,7 @@ undefined scores are NaN rather than a silent 0.
 """
 
 from .image import image_report, mae, mse, pearson, psnr, ssim
+from .latent import knn_accuracy
 from .segmentation import (
     accuracy,
     adjusted_rand_index,
@@ -31,6 +32,7 @@ __all__ = [
     "f1_score",
     "image_report",
     "iou_score",
+    "knn_accuracy",
     "mae",
     "mse",
     "pearson",

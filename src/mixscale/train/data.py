@@ -13,6 +13,8 @@ from ..data import (Augmentation, Normalization, PatchDataset, PatchSampler, che
 
 logger = logging.getLogger(__name__)
 
+IMAGE_TARGET_TASKS = ("regression", "reconstruction")  # float image targets (NaN = unlabelled)
+
 
 @dataclass
 class TrainingData:
@@ -43,15 +45,17 @@ def to_channels_first(array: np.ndarray, *, channel_axis: int | None) -> np.ndar
 def load_pairs(images, labels, config: TrainConfig) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Read image and label files; images become ``(C, *S)`` float32, labels ``(*S)`` int64 or ``(C, *S)``."""
     d = config.data
-    img_paths, lab_paths = _addresses(images), _addresses(labels)
+    reconstruct = config.task == "reconstruction"  # targets are the images themselves: no label files
+    img_paths = _addresses(images)
+    lab_paths = img_paths if reconstruct else _addresses(labels)
     if len(img_paths) != len(lab_paths):
         raise ValueError(f"{len(img_paths)} image entries but {len(lab_paths)} label entries; they must pair up")
     xs, ys = [], []
     for ip, lp in zip(img_paths, lab_paths):
         raw = np.asarray(read_image(ip))
         x = to_channels_first(raw, channel_axis=d.channel_axis)
-        y = np.asarray(read_image(lp))
-        if config.task == "regression":
+        y = raw if reconstruct else np.asarray(read_image(lp))
+        if config.task in IMAGE_TARGET_TASKS:
             # a target with as many axes as the image has channels on the same axis; otherwise one channel
             y_axis = d.channel_axis if y.ndim == raw.ndim else None
             y = to_channels_first(y, channel_axis=y_axis).astype(np.float32)
@@ -59,14 +63,19 @@ def load_pairs(images, labels, config: TrainConfig) -> tuple[list[np.ndarray], l
             check_label_convention(y, convention=d.label_convention, num_classes=d.num_classes)
             y = prepare_labels(y, num_classes=d.num_classes, convention=d.label_convention,
                                ignore_index=d.ignore_index)
-        spatial_y = y.shape[1:] if config.task == "regression" else y.shape
+        spatial_y = y.shape[1:] if config.task in IMAGE_TARGET_TASKS else y.shape
         if x.shape[1:] != spatial_y:
             raise ValueError(f"image {ip} has spatial shape {x.shape[1:]} but labels {lp} have {spatial_y}")
         if x.ndim - 1 < d.spatial_dims:
             raise ValueError(f"image {ip} has shape {x.shape[1:]}: too few axes for spatial_dims={d.spatial_dims}")
         if not np.isfinite(x).all():
             raise ValueError(f"image {ip} contains NaN or infinite values")
-        xs.append(x.astype(np.float32, copy=False))
+        x = x.astype(np.float32, copy=False)
+        if reconstruct and x.ndim - 1 == d.spatial_dims + 1:  # a stack: each image is one sample
+            xs += [x[:, k] for k in range(x.shape[1])]
+            ys += [y[:, k] for k in range(y.shape[1])]
+            continue
+        xs.append(x)
         ys.append(y)
     return xs, ys
 
@@ -91,12 +100,15 @@ def split_train_val(xs, ys, config: TrainConfig):
         return xs, ys, vx, vy
     mode = d.split if d.split != "auto" else ("images" if len(xs) >= 3 else "pixels")
     logger.info("validation split: %s (%d training images)", mode, len(xs))
+    if mode == "pixels" and config.task == "reconstruction":
+        raise ValueError("task 'reconstruction' cannot hold out pixels (the input shows them): give data.val_images, "
+                         "3 or more images (each image of a stack counts) or split='images'")
     if mode == "images":
         if len(xs) < 2:
             raise ValueError("data.split='images' needs at least 2 images; use split='pixels' for one image")
         tr, va = split_images(len(xs), val_fraction=d.val_fraction, seed=config.seed)
         return [xs[i] for i in tr], [ys[i] for i in tr], [xs[i] for i in va], [ys[i] for i in va]
-    if config.task == "regression":
+    if config.task in IMAGE_TARGET_TASKS:
         ty, vy = _regression_split(ys, config)
     else:
         pairs = [pixel_split(y, val_fraction=d.val_fraction, ignore_index=d.ignore_index, seed=config.seed)
@@ -129,14 +141,15 @@ def build_training_data(config: TrainConfig) -> TrainingData:
     tx, ty, vx, vy = split_train_val(xs, ys, config)
     norm = compute_normalization(tx, channel_axis=0)
     target_norm = None
-    if config.task == "regression":
-        target_norm = target_normalization(ty)
+    if config.task in IMAGE_TARGET_TASKS:  # reconstruction: the target is exactly the normalised input
+        target_norm = norm if config.task == "reconstruction" else target_normalization(ty)
         ty, vy = _scale_targets(ty, target_norm), _scale_targets(vy, target_norm)
     sampler = lambda X, Y, frac: PatchSampler(X, Y, patch_shape=tuple(d.patch_shape),  # noqa: E731
                                               spatial_dims=d.spatial_dims, ignore_index=d.ignore_index,
-                                              label_fraction=frac)
+                                              label_fraction=frac, slice_axis=d.slice_axis,
+                                              context_slices=d.context_slices)
     aug_kwargs = d.augment.model_dump()
-    if config.task == "regression" and (aug_kwargs["intensity_scale"] or aug_kwargs["intensity_shift"]):
+    if config.task in IMAGE_TARGET_TASKS and (aug_kwargs["intensity_scale"] or aug_kwargs["intensity_shift"]):
         # rescaling the input but not the target would teach a denoiser wrong intensities
         logger.info("regression: intensity scale/shift augmentation disabled (it would change input only)")
         aug_kwargs.update(intensity_scale=None, intensity_shift=None)
@@ -145,7 +158,7 @@ def build_training_data(config: TrainConfig) -> TrainingData:
                          seed=config.seed, normalization=norm)
     val = PatchDataset(sampler(vx, vy, 1.0), samples_per_epoch=d.val_samples, seed=config.seed + 1,
                        normalization=norm)
-    in_channels = tx[0].shape[0]
+    in_channels = tx[0].shape[0] * (2 * d.context_slices + 1)  # 2.5D: context slices are channels
     out_channels = d.num_classes if config.task == "segmentation" else ty[0].shape[0]
     names = d.class_names or ([f"class_{i}" for i in range(d.num_classes)] if d.num_classes else None)
     return TrainingData(train, val, in_channels, out_channels, norm.to_dict(),

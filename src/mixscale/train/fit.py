@@ -13,7 +13,7 @@ import torch
 from ..config import TrainConfig, dump_config
 from ..losses import create_loss
 from ..modelfile import ModelInfo, save_model
-from ..nets import create_net
+from ..nets import create_net, net_defaults
 from .data import TrainingData, build_training_data
 from .module import MixscaleModule
 
@@ -78,6 +78,12 @@ def build_net(config: TrainConfig, data: TrainingData) -> torch.nn.Module:
     if kwargs["spatial_dims"] != config.data.spatial_dims:
         raise ValueError(f"net.spatial_dims={kwargs['spatial_dims']} differs from "
                          f"data.spatial_dims={config.data.spatial_dims}")
+    if "image_shape" in net_defaults(config.net.name):  # a fixed-size net (autoencoder) takes whole patches
+        patch = list(config.data.patch_shape)
+        kwargs.setdefault("image_shape", patch)
+        if not isinstance(kwargs["image_shape"], (list, tuple)) or list(kwargs["image_shape"]) != patch:
+            raise ValueError(f"net.image_shape={kwargs['image_shape']} must equal data.patch_shape={patch}: "
+                             f"network {config.net.name!r} accepts images of exactly that size")
     return create_net(config.net.name, **kwargs)
 
 
@@ -200,7 +206,9 @@ def _write_model_file(module: MixscaleModule, best: Path | None, data: TrainingD
     else:
         logger.warning("no best checkpoint (no validation ran?): the model file holds the last weights")
     info = ModelInfo(
-        net_name=config.net.name, net_config=module.net.config(), task=config.task,
+        # a reconstruction model maps images to images like a regression one (outputs de-normalised)
+        net_name=config.net.name, net_config=module.net.config(),
+        task="regression" if config.task == "reconstruction" else config.task,
         class_names=data.class_names, normalization=data.normalization,
         target_normalization=data.target_normalization, train_config=config.model_dump(mode="json"),
     )
