@@ -316,10 +316,13 @@ def flatten_scalars(report: dict, prefix: str = "") -> dict[str, float]:
 def info(address: str) -> dict:
     """Shape, dtype, chunks, format and size of an image file (read lazily), or a model file's metadata."""
     if str(address).endswith(".safetensors"):
-        from .modelfile import read_model_info
+        from .modelfile import load_model
 
-        meta = read_model_info(address)
-        return {"format": "mixscale model", **{k: v for k, v in meta.__dict__.items() if k != "train_config"}}
+        net, meta = load_model(address)
+        shape = {"parameters": sum(p.numel() for p in net.parameters()),
+                 "receptive_field": int(getattr(net, "receptive_field", 0)) or None}
+        return {"format": "mixscale model", **{k: v for k, v in meta.__dict__.items() if k != "train_config"},
+                **shape}
     from .data import image_info
 
     return image_info(str(address))

@@ -63,7 +63,11 @@ def test_train_predict_evaluate_info_end_to_end(tmp_path, tiny_config_file, tiny
     assert main(["info", str(out)]) == 0
     assert "(3, 40, 40)" in capsys.readouterr().out
     assert main(["info", str(run / "model.safetensors")]) == 0
-    assert "msd" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    from mixscale.nets import msd_parameter_count
+
+    assert "msd" in shown and f"parameters: {msd_parameter_count(1, 2, 4, 1, 2)}\n" in shown
+    assert "receptive_field: 15\n" in shown  # 1 + 2 * (1 + 2 + 3 + 1)
 
 
 def test_existing_run_is_never_overwritten(tmp_path, tiny_config_file, capsys):
