@@ -64,8 +64,11 @@ class BlockJob:
         outer, inner = with_halo(region, self.shape, self.read_halo)
         net, info = _load(self.model, self.device)
         x = self._read(outer, info)
-        y = self._predict_slices(net, info, x, inner) if self.axis is not None else self._predict(net, info, x, inner)
-        BlockStore(self.output).write_block(index, region, _outputs(y, info, probabilities=self.probabilities))
+        if self.axis is None:
+            outputs = _outputs(self._tiled(net, info, x, inner), info, probabilities=self.probabilities)
+        else:
+            outputs = self._predict_slices(net, info, x, inner)
+        BlockStore(self.output).write_block(index, region, outputs)
         return math.prod(s.stop - s.start for s in region)
 
     def _read(self, outer: tuple[slice, ...], info) -> np.ndarray:
@@ -95,21 +98,30 @@ class BlockJob:
                                        overlap=self.overlap, blend=self.blend, halo=self.net_halo,
                                        batch_size=self.batch_size, device=self.device, region=region).numpy()
 
-    def _predict(self, net, info, x: np.ndarray, inner) -> np.ndarray:
-        return self._tiled(net, info, x, inner)
+    def _predict_slices(self, net, info, x: np.ndarray, inner) -> dict[str, np.ndarray]:
+        """A 2D model slice by slice along ``axis``; 2.5D context by reflection at the volume's ends.
 
-    def _predict_slices(self, net, info, x: np.ndarray, inner) -> np.ndarray:
-        """A 2D model slice by slice along ``axis``; 2.5D context by reflection at the volume's ends."""
+        Each slice is reduced to its outputs (labels, float16 probabilities) at once,
+        so a block never holds float32 probabilities for all its slices.
+        """
         a = self.axis
         slab = np.moveaxis(x, 1 + a, 1)  # (C, S, H, W)
         plane = tuple(s for i, s in enumerate(inner) if i != a)
-        out = []
+        per_slice = []
         for j in range(inner[a].start, inner[a].stop):
             idx = np.abs(np.arange(j - self.context, j + self.context + 1))
             idx = np.where(idx >= slab.shape[1], 2 * (slab.shape[1] - 1) - idx, idx)
             window = slab[:, idx].reshape(-1, *slab.shape[2:])  # channel-major, as in training
-            out.append(self._tiled(net, info, np.ascontiguousarray(window), plane))
-        return np.moveaxis(np.stack(out, axis=1), 1, 1 + a)
+            y = self._tiled(net, info, np.ascontiguousarray(window), plane)
+            per_slice.append(_outputs(y, info, probabilities=self.probabilities))
+        return {name: _stack_along(a, [o[name] for o in per_slice], spatial_ndim=len(inner))
+                for name in per_slice[0]}
+
+
+def _stack_along(axis: int, slices: list[np.ndarray], *, spatial_ndim: int) -> np.ndarray:
+    """Stack per-slice arrays ``(*lead, H, W)`` into ``(*lead, *spatial)`` with the slices on spatial ``axis``."""
+    lead = slices[0].ndim - (spatial_ndim - 1)
+    return np.stack(slices, axis=lead + axis)
 
 
 def model_predictor(net, info, *, tta: bool = False):

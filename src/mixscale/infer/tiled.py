@@ -70,6 +70,10 @@ def predict_tiled(predictor: Callable[[torch.Tensor], torch.Tensor], image: torc
         raise ValueError(f"batch_size={batch_size} is not allowed; expected an integer >= 1")
     region = _check_region(region, spatial)
     grid = _offset(tile_grid(_shape(region), tiles, overlap), [r.start for r in region])
+    if len(grid) == 1:  # one tile: no blending, no accumulator
+        outer, inner = with_halo(grid[0], spatial, halos)
+        x = image[(slice(None),) + outer][None].to(device, torch.float32)
+        return predictor(x)[0][(slice(None),) + inner].float().cpu()
     acc, windows, pending = None, {}, []
     for tile in grid:
         outer, inner = with_halo(tile, spatial, halos)
