@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 METADATA_KEY = "mixscale"
-TASKS = ("segmentation", "regression")
+TASKS = ("segmentation", "regression", "detection")  # detection: a patch classifier, class 0 = background
 
 
 @dataclass
@@ -37,9 +37,9 @@ class ModelInfo:
         Registry name of the network.
     net_config : dict
         Constructor arguments of the network.
-    task : {"segmentation", "regression"}
+    task : {"segmentation", "regression", "detection"}
     class_names : list of str or None
-        One name per output class (segmentation).
+        One name per output class (segmentation; detection, where class 0 is background).
     normalization : dict or None
         Input statistics, ``{"mean": [...], "std": [...]}`` per input channel.
     target_normalization : dict or None

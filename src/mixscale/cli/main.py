@@ -69,6 +69,25 @@ def _add_evaluate(sub) -> None:
     p.add_argument("-o", "--output", action="append", default=[], help="write metrics to .json or .csv")
 
 
+def _add_detect(sub) -> None:
+    p = sub.add_parser("detect", help="find objects (points) with a detection model",
+                       description="Score the patch around every pixel with a detection model (patch classifier), "
+                                   "keep the peaks of the object probability: a CSV of y,x (or z,y,x), class, score.")
+    p.add_argument("model", help="model.safetensors trained with task 'detection'")
+    p.add_argument("input", help="image address: file.tif, file.h5:/path, file.zarr, ...")
+    p.add_argument("-o", "--output", required=True, help="points CSV to write")
+    p.add_argument("--threshold", type=float, default=0.5, help="minimum object probability (default: 0.5)")
+    p.add_argument("--min-distance", type=float, default=3.0, help="minimum pixels between detections (default: 3)")
+    p.add_argument("--stride", type=int, default=1, help="score every n-th pixel only (default: 1, every pixel)")
+    p.add_argument("--batch-size", type=int, default=1024, help="patches per forward pass with --stride > 1")
+    p.add_argument("--tile-shape", type=int, nargs="+", default=None, metavar="N",
+                   help="compute the score map in tiles of this shape (bounded memory, same result)")
+    p.add_argument("--tta", action="store_true", help="average the score map over flips/rotations")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default: cpu)")
+    p.add_argument("--channel-axis", type=int, default=None, help="axis of the input holding channels")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mixscale", description="Deep learning for scientific images: "
                                      "MS-D networks and U-Nets, trained from few labels.")
@@ -77,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_train(sub)
     _add_predict(sub)
+    _add_detect(sub)
     _add_evaluate(sub)
     p = sub.add_parser("info", help="shape, dtype, chunks of an image file, or a model file's metadata")
     p.add_argument("file")
@@ -118,6 +138,23 @@ def _cmd_predict(args) -> None:
         raise ValueError("--num-parts/--part-id need a .zarr output (block-wise prediction)")
     out = api.predict(args.model, args.input, args.output, **common)
     print(f"wrote {args.output}: shape {out.shape}, {out.dtype} ({time.perf_counter() - t0:.1f} s)")
+
+
+def _cmd_detect(args) -> None:
+    from mixscale import api
+
+    t0 = time.perf_counter()
+    found = api.detect(args.model, args.input, threshold=args.threshold, min_distance=args.min_distance,
+                       stride=args.stride, batch_size=args.batch_size, tta=args.tta, device=args.device,
+                       output=args.output, overwrite=args.overwrite, channel_axis=args.channel_axis,
+                       tile_shape=_one_or_tuple(args.tile_shape))
+    names = found["class_names"] or []
+    counts = {}
+    for c in found["classes"].tolist():
+        name = names[c] if c < len(names) else f"class {c}"
+        counts[name] = counts.get(name, 0) + 1
+    per_class = ", ".join(f"{k}: {v}" for k, v in counts.items()) or "none"
+    print(f"wrote {args.output}: {len(found['points'])} detections ({per_class}; {time.perf_counter() - t0:.1f} s)")
 
 
 def _one_or_tuple(values):
@@ -165,8 +202,8 @@ def _cmd_demo(args) -> None:
         print(f"  figure:        {fig}")
 
 
-COMMANDS = {"train": _cmd_train, "predict": _cmd_predict, "evaluate": _cmd_evaluate, "info": _cmd_info,
-            "demo": _cmd_demo}
+COMMANDS = {"train": _cmd_train, "predict": _cmd_predict, "detect": _cmd_detect, "evaluate": _cmd_evaluate,
+            "info": _cmd_info, "demo": _cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,14 +28,32 @@ class AugmentConfig(_Strict):
     noise_std: float = Field(0.0, ge=0)
 
 
+class PointSamplingConfig(_Strict):
+    """Task 'detection': how patches are drawn around points.
+
+    Mirrors :class:`mixscale.data.PointPatchDataset` (a test checks the defaults agree).
+    """
+
+    background_per_point: float = Field(1.0, ge=0)  # random background patches per object point, per pass
+    min_background_distance: float = Field(4.0, ge=0)  # pixels between a background centre and every object
+    jitter: int = Field(0, ge=0)  # shift point patches by up to this many pixels per axis
+    class_balance: bool = True  # repeat rarer classes (and top up background) to the largest class count
+
+
 class DataConfig(_Strict):
-    """Where the images and labels are, and how patches are drawn from them."""
+    """Where the images and labels (or points) are, and how patches are drawn from them."""
 
     train_images: Paths
-    train_labels: Paths | None = None  # required except for task 'reconstruction' (targets = images)
+    train_labels: Paths | None = None  # required except for tasks 'reconstruction' and 'detection'
     val_images: Paths | None = None
     val_labels: Paths | None = None
-    split: Literal["auto", "images", "pixels"] = "auto"
+    # task 'detection': one CSV per image (same order), header y,x (2D) or z,y,x (3D) and class
+    train_points: Paths | None = None
+    val_points: Paths | None = None
+    point_sampling: PointSamplingConfig = Field(default_factory=PointSamplingConfig)
+    # auto: images for 3+ images, else pixels (detection: else region); 'region' (detection only): the last
+    # val_fraction of each image along its longest axis becomes a separate validation image
+    split: Literal["auto", "images", "pixels", "region"] = "auto"
     val_fraction: float = Field(0.2, gt=0, lt=1)
     label_convention: Literal["dense", "scribble"] = "dense"
     num_classes: int | None = Field(None, ge=2)
@@ -46,6 +64,7 @@ class DataConfig(_Strict):
     patch_shape: list[int] = Field(default_factory=lambda: [128, 128])
     slice_axis: int = Field(0, ge=0, le=2)  # 2D nets on volumes: patches are slices along this axis
     context_slices: int = Field(0, ge=0)  # 2.5D: k neighbouring slices on each side become channels
+    # detection: rounded up to whole passes over the points (each pass: every point once, fresh background)
     samples_per_epoch: int = Field(256, ge=1)
     val_samples: int = Field(64, ge=1)
     batch_size: int = Field(8, ge=1)
@@ -112,7 +131,7 @@ class TrainConfig(_Strict):
     """A whole training run."""
 
     version: Literal[1] = CONFIG_VERSION
-    task: Literal["segmentation", "regression", "reconstruction"] = "segmentation"
+    task: Literal["segmentation", "regression", "reconstruction", "detection"] = "segmentation"
     run_dir: str
     seed: int = 0
     data: DataConfig
@@ -129,11 +148,28 @@ class TrainConfig(_Strict):
             raise ValueError(f"config version {v!r} is not supported; this mixscale reads version {CONFIG_VERSION}")
         return v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _detection_net(cls, raw):
+        # a detector is a patch classifier: that is the default network of task 'detection'
+        if isinstance(raw, dict) and raw.get("task") == "detection":
+            net = raw.get("net")
+            if net is None or (isinstance(net, dict) and "name" not in net):
+                raw = {**raw, "net": {**(net or {}), "name": "classifier"}}
+        return raw
+
     @model_validator(mode="after")
     def _task_needs(self):
         if self.task == "segmentation" and self.data.num_classes is None:
             raise ValueError("data.num_classes is required for task 'segmentation'")
         d = self.data
+        if self.task == "detection":
+            return self._detection_needs()
+        if d.train_points is not None or d.val_points is not None:
+            raise ValueError(f"data.train_points/val_points are for task 'detection', not {self.task!r}")
+        if d.split == "region":
+            raise ValueError(f"data.split='region' is for task 'detection'; task {self.task!r} allows "
+                             "auto, images or pixels")
         if self.task == "reconstruction":  # an autoencoder learns to give back its input
             if d.train_labels is not None or d.val_labels is not None:
                 raise ValueError("task 'reconstruction' uses the images as targets: remove data.train_labels "
@@ -144,8 +180,23 @@ class TrainConfig(_Strict):
             raise ValueError("val_images and val_labels must be given together")
         return self
 
+    def _detection_needs(self):
+        d = self.data
+        if d.train_points is None:
+            raise ValueError("data.train_points is required for task 'detection' (one CSV of points per image)")
+        if d.train_labels is not None or d.val_labels is not None:
+            raise ValueError("task 'detection' learns from points: use data.train_points (and val_points) "
+                             "instead of data.train_labels (and val_labels)")
+        if (d.val_images is None) != (d.val_points is None):
+            raise ValueError("val_images and val_points must be given together")
+        if d.split == "pixels":
+            raise ValueError("task 'detection' cannot hold out pixels; data.split must be auto, images or region")
+        if d.context_slices:
+            raise ValueError("task 'detection' does not take data.context_slices")
+        return self
+
     def loss_spec(self) -> str | dict[str, float]:
-        """The loss, defaulting to cross-entropy for segmentation and MSE for regression and reconstruction."""
+        """The loss: cross-entropy for segmentation and detection, MSE for regression and reconstruction."""
         if self.loss is not None:
             return self.loss
-        return "ce" if self.task == "segmentation" else "mse"
+        return "ce" if self.task in ("segmentation", "detection") else "mse"

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["detect_points", "detection_map", "find_peaks", "match_points"]
+__all__ = ["detect_points", "detection_map", "find_peaks", "match_points", "object_peaks"]
 
 
 def _per_axis(name: str, value, n: int, minimum: int) -> tuple[int, ...]:
@@ -263,3 +263,55 @@ def detect_points(predictor: Callable[[torch.Tensor], torch.Tensor], image, patc
     steps = np.asarray(_per_axis("stride", stride, prob.ndim - 1, 1))
     peaks = find_peaks(prob[class_index], threshold=threshold, min_distance=min_distance / steps.min())
     return peaks * steps
+
+
+def object_peaks(prob, *, threshold: float = 0.5, min_distance: float = 3.0, stride=1,
+                 background: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Objects of any class in a class-probability map, each with its most likely class.
+
+    The object score of a pixel is ``1 - prob[background]``; its peaks
+    (:func:`find_peaks`) are the objects, and each gets the object class of highest
+    probability there. Ambiguity between object classes thus never hides an object.
+
+    Parameters
+    ----------
+    prob : (K, *spatial) ndarray or Tensor
+        Class probabilities (e.g. from :func:`detection_map`), K >= 2.
+    threshold : float
+        Minimum object score of a peak.
+    min_distance : float >= 0
+        In pixels of the image (divided by the smallest ``stride`` on the map).
+    stride : int or sequence of int
+        The map's pixel spacing: coordinates are multiplied by it.
+    background : int
+        The background class.
+
+    Returns
+    -------
+    points : (M, ndim) int64 ndarray
+        Pixel coordinates, highest object score first.
+    classes : (M,) int64 ndarray
+    scores : (M,) float32 ndarray
+        Object scores ``1 - p(background)``.
+
+    Examples
+    --------
+    >>> p = np.zeros((3, 5, 5)); p[0] = 1.0
+    >>> p[:, 1, 1] = [0.1, 0.2, 0.7]; p[:, 3, 4] = [0.4, 0.5, 0.1]
+    >>> pts, cls, score = object_peaks(p, threshold=0.5)
+    >>> pts.tolist(), cls.tolist(), score.round(2).tolist()
+    ([[1, 1], [3, 4]], [2, 1], [0.9, 0.6])
+    """
+    prob = prob.detach().cpu().numpy() if isinstance(prob, torch.Tensor) else np.asarray(prob)
+    if prob.ndim < 2 or prob.shape[0] < 2:
+        raise ValueError(f"prob must be (K, *spatial) with K >= 2 classes, got shape {prob.shape}")
+    if isinstance(background, bool) or not isinstance(background, (int, np.integer)) \
+            or not 0 <= background < prob.shape[0]:
+        raise ValueError(f"background={background!r} is not allowed; expected a class index in 0..{prob.shape[0] - 1}")
+    steps = np.asarray(_per_axis("stride", stride, prob.ndim - 1, 1))
+    score = 1.0 - prob[background]
+    peaks = find_peaks(score, threshold=threshold, min_distance=min_distance / steps.min())
+    objects = np.array([k for k in range(prob.shape[0]) if k != background])
+    at = prob[(slice(None),) + tuple(peaks.T)]  # (K, M)
+    classes = objects[at[objects].argmax(0)] if len(peaks) else np.zeros(0, np.int64)
+    return (peaks * steps).astype(np.int64), classes.astype(np.int64), score[tuple(peaks.T)].astype(np.float32)

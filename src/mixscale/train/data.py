@@ -136,6 +136,10 @@ def _scale_targets(targets, norm: Normalization):
 
 def build_training_data(config: TrainConfig) -> TrainingData:
     """Read, check, split and wrap the data of ``config`` in patch datasets (normalised on the fly)."""
+    if config.task == "detection":  # point annotations, patch classifier: see train/detection.py
+        from .detection import build_detection_data
+
+        return build_detection_data(config)
     d = config.data
     xs, ys = load_pairs(d.train_images, d.train_labels, config)
     tx, ty, vx, vy = split_train_val(xs, ys, config)

@@ -15,7 +15,7 @@ from ..losses import create_loss
 from ..modelfile import ModelInfo, save_model
 from ..nets import create_net, net_defaults
 from .data import TrainingData, build_training_data
-from .module import MixscaleModule
+from .module import CLASS_TASKS, MixscaleModule, PatchLoss
 
 logger = logging.getLogger(__name__)
 
@@ -78,12 +78,20 @@ def build_net(config: TrainConfig, data: TrainingData) -> torch.nn.Module:
     if kwargs["spatial_dims"] != config.data.spatial_dims:
         raise ValueError(f"net.spatial_dims={kwargs['spatial_dims']} differs from "
                          f"data.spatial_dims={config.data.spatial_dims}")
-    if "image_shape" in net_defaults(config.net.name):  # a fixed-size net (autoencoder) takes whole patches
-        patch = list(config.data.patch_shape)
-        kwargs.setdefault("image_shape", patch)
-        if not isinstance(kwargs["image_shape"], (list, tuple)) or list(kwargs["image_shape"]) != patch:
-            raise ValueError(f"net.image_shape={kwargs['image_shape']} must equal data.patch_shape={patch}: "
-                             f"network {config.net.name!r} accepts images of exactly that size")
+    defaults = net_defaults(config.net.name)
+    patch = list(config.data.patch_shape)
+    # fixed-size nets take whole patches: the autoencoder (image_shape), the patch classifier (patch_shape)
+    for key in ("image_shape", "patch_shape"):
+        if key in defaults:
+            kwargs.setdefault(key, patch)
+            if not isinstance(kwargs[key], (list, tuple)) or list(kwargs[key]) != patch:
+                raise ValueError(f"net.{key}={kwargs[key]} must equal data.patch_shape={patch}: network "
+                                 f"{config.net.name!r} accepts inputs of exactly that size")
+    per_patch = "patch_shape" in defaults
+    if per_patch != (config.task == "detection"):
+        raise ValueError(f"network {config.net.name!r} does not fit task {config.task!r}: task 'detection' "
+                         "trains a patch classifier (net.name: classifier), which gives one class per patch; "
+                         "the other tasks need a network that maps images to images")
     return create_net(config.net.name, **kwargs)
 
 
@@ -116,9 +124,12 @@ def build_trainer(config: TrainConfig, run_dir: Path):
 
 def build_module(config: TrainConfig, net: torch.nn.Module) -> MixscaleModule:
     """Loss, optimiser and schedule settings around ``net``."""
-    kwargs = {"ignore_index": config.data.ignore_index} if config.task == "segmentation" else {}
+    kwargs = {"ignore_index": config.data.ignore_index} if config.task in CLASS_TASKS else {}
     loss = create_loss(config.loss_spec(), **kwargs)
-    return MixscaleModule(net, loss, task=config.task, num_classes=config.data.num_classes,
+    num_classes = config.data.num_classes
+    if config.task == "detection":  # (N, K) logits vs (N,) labels; K may come from the points
+        loss, num_classes = PatchLoss(loss), net.out_channels
+    return MixscaleModule(net, loss, task=config.task, num_classes=num_classes,
                           ignore_index=config.data.ignore_index, optim=config.optim.model_dump(),
                           schedule=config.schedule.model_dump())
 
@@ -127,7 +138,7 @@ def dry_run(module: MixscaleModule, data: TrainingData) -> None:
     """One forward pass and loss on one training patch, so shape errors surface before any file is written."""
     x, y = data.train[0]
     with torch.no_grad():
-        module.loss(module.net(x[None]), y[None])
+        module.training_loss(x[None], y[None])
 
 
 def fit(config: TrainConfig, *, resume: bool = False) -> RunResult:

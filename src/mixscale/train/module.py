@@ -9,6 +9,33 @@ from torch import nn
 from ..metrics import confusion_summary
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+CLASS_TASKS = ("segmentation", "detection")  # validated with a confusion matrix
+
+
+class PatchLoss(nn.Module):
+    """A pixel-wise loss applied to per-patch outputs: ``(N, K)`` logits vs ``(N,)`` labels.
+
+    The segmentation losses take ``(N, K, *spatial)``; each patch becomes one
+    labelled pixel (a 1x1 image), so ``ce`` (the default), ``focal``, class weights
+    and ``ignore_index`` all work unchanged.
+
+    Examples
+    --------
+    >>> from mixscale.losses import CrossEntropyLoss
+    >>> loss = PatchLoss(CrossEntropyLoss())
+    >>> round(float(loss(torch.zeros(4, 3), torch.tensor([0, 1, 2, 1]))), 4)  # log(3)
+    1.0986
+    """
+
+    def __init__(self, loss: nn.Module) -> None:
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if pred.ndim != 2 or target.shape != pred.shape[:1]:
+            raise ValueError(f"a patch loss takes (N, K) logits and (N,) labels, got {tuple(pred.shape)} and "
+                             f"{tuple(target.shape)}")
+        return self.loss(pred[:, :, None, None], target[:, None, None])
 
 
 def build_optimizer(params, *, name: str, lr: float, weight_decay: float, momentum: float) -> torch.optim.Optimizer:
@@ -44,12 +71,17 @@ class MixscaleModule(L.LightningModule):
         ``(N, C_in, *spatial) -> (N, C_out, *spatial)``.
     loss : nn.Module
         ``loss(pred, target)``; it skips unlabelled pixels itself.
-    task : {"segmentation", "regression"}
+    task : {"segmentation", "regression", "reconstruction", "detection"}
+        Segmentation and detection (per-patch classes) are validated with a confusion matrix.
     num_classes : int or None
-        For segmentation metrics (confusion matrix over labelled pixels).
+        For segmentation and detection metrics (confusion matrix over labelled pixels or patches).
     ignore_index : int
     optim, schedule : dict
         Keyword arguments of :func:`build_optimizer` and :func:`build_scheduler`.
+
+    A net with ``deep_supervision=True`` (UNet 3+) trains on the mean of the loss
+    over ``net.deep_outputs(x)`` (all full-size outputs, the main one first);
+    validation and prediction use ``net(x)`` only.
     """
 
     def __init__(self, net: nn.Module, loss: nn.Module, *, task: str, num_classes: int | None,
@@ -70,15 +102,22 @@ class MixscaleModule(L.LightningModule):
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(self.current_epoch)
 
+    def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The loss of ``net(x)``, or its mean over the deep-supervision outputs."""
+        if getattr(self.net, "deep_supervision", False) is True and hasattr(self.net, "deep_outputs"):
+            outputs = self.net.deep_outputs(x)
+            return torch.stack([self.loss(out, y) for out in outputs]).mean()
+        return self.loss(self.net(x), y)
+
     def training_step(self, batch, batch_idx):
         x, y = batch
-        loss = self.loss(self.net(x), y)
+        loss = self.training_loss(x, y)
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=x.shape[0],
                  sync_dist=True)
         return loss
 
     def on_validation_epoch_start(self) -> None:
-        if self.task == "segmentation":
+        if self.task in CLASS_TASKS:
             self._confusion = torch.zeros(self.num_classes, self.num_classes, dtype=torch.long, device=self.device)
         self._sq_err = self._abs_err = self._count = 0.0
 
@@ -88,7 +127,7 @@ class MixscaleModule(L.LightningModule):
         loss = self.loss(pred, y)
         self.log("val_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=x.shape[0],
                  sync_dist=True)
-        if self.task == "segmentation":
+        if self.task in CLASS_TASKS:
             self._accumulate_confusion(pred.argmax(1), y)
         else:
             valid = ~torch.isnan(y)
@@ -103,7 +142,7 @@ class MixscaleModule(L.LightningModule):
         self._confusion += torch.bincount(idx, minlength=self.num_classes**2).view(self.num_classes, -1)
 
     def on_validation_epoch_end(self) -> None:
-        if self.task == "segmentation":
+        if self.task in CLASS_TASKS:
             cm = self.all_gather(self._confusion)
             cm = cm.sum(0) if cm.ndim == 3 else cm
             summary = confusion_summary(cm.cpu().numpy())
