@@ -271,3 +271,13 @@ def test_25d_model_trains_from_config_and_predicts_block_wise(tmp_path, tiny_con
     assert summary["complete"] and _read(tmp_path / "o.zarr").shape == (3, 40, 40)
     with pytest.raises(ValueError, match="2.5D"):
         api.predict(result.model_path, tiny_dataset["val_images"], axis=0)
+
+
+def test_local_process_scheduler_gives_identical_result(tmp_path, volume, seg_model):
+    kw = dict(axis=0, block_shape=(3, 37, 30), probabilities=True)
+    predict_blocks(seg_model, str(volume[0]), tmp_path / "threads.zarr", **kw)
+    summary = predict_blocks(seg_model, str(volume[0]), tmp_path / "procs.zarr", scheduler="processes", num_workers=2,
+                             **kw)
+    assert summary["complete"] and summary["computed"] == 3
+    for name in ("labels", "probabilities"):
+        assert np.array_equal(_read(tmp_path / "procs.zarr", name), _read(tmp_path / "threads.zarr", name))
