@@ -299,6 +299,9 @@ def predict_blocks(model, image, output, *, axis: int | None = None, channel_axi
     out = check_output_address(output)
     model, image = str(Path(model).resolve()), _absolute_address(image)
     net, info = _load(model, device)
+    if info.task == "detection":
+        raise ValueError(f"{model} is a detection model (a patch classifier): it finds points; use "
+                         "mixscale.api.detect (CLI: mixscale detect MODEL IMAGE -o points.csv)")
     warn_if_not_tile_exact(net)
     spatial, channel_axis, context = _input_layout(image, info, axis=axis, channel_axis=channel_axis)
     slicing = info.spatial_dims == 2 and len(spatial) == 3

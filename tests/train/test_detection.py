@@ -96,6 +96,8 @@ def test_train_then_detect_finds_the_blobs_of_another_image(tmp_path, blob_files
     assert match_points(tta["points"], blob_files["test_true"], max_distance=3)["f1"] >= 0.8
     with pytest.raises(ValueError, match="is a detection model.*mixscale detect"):
         api.predict(result.model_path, blob_files["test_image"])
+    with pytest.raises(ValueError, match="is a detection model.*mixscale detect"):
+        api.predict(result.model_path, blob_files["test_image"], blob_files["test_image"] + ".zarr")
 
 
 def test_cli_train_and_detect(tmp_path, blob_files, capsys):
