@@ -281,3 +281,17 @@ def test_local_process_scheduler_gives_identical_result(tmp_path, volume, seg_mo
     assert summary["complete"] and summary["computed"] == 3
     for name in ("labels", "probabilities"):
         assert np.array_equal(_read(tmp_path / "procs.zarr", name), _read(tmp_path / "threads.zarr", name))
+
+
+@pytest.mark.parametrize("name", ["vol.tif", "slices/", "vol.h5:/entry/data"])
+def test_pointwise_volume_from_tiff_stack_slice_folder_and_hdf5(tmp_path, volume, name):
+    vol = volume[1]
+    if name == "slices/":
+        (tmp_path / "slices").mkdir()
+        for z, image in enumerate(vol):
+            write_image(str(tmp_path / "slices" / f"z{z}.tif"), image)
+    else:
+        write_image(str(tmp_path / name), vol)
+    model = _doubling_model(tmp_path / "m.safetensors", 2)
+    predict_blocks(model, str(tmp_path / name), tmp_path / "out.zarr", axis=1, block_shape=(4, 9, 30))
+    assert np.array_equal(_read(tmp_path / "out.zarr", "prediction"), 2 * vol.astype(np.float32))
