@@ -295,3 +295,21 @@ def test_pointwise_volume_from_tiff_stack_slice_folder_and_hdf5(tmp_path, volume
     model = _doubling_model(tmp_path / "m.safetensors", 2)
     predict_blocks(model, str(tmp_path / name), tmp_path / "out.zarr", axis=1, block_shape=(4, 9, 30))
     assert np.array_equal(_read(tmp_path / "out.zarr", "prediction"), 2 * vol.astype(np.float32))
+
+
+@pytest.mark.parametrize("channel_axis", [0, 3])
+def test_multichannel_input_with_channel_axis(tmp_path, channel_axis):
+    torch.manual_seed(1)
+    net = create_net("msd", depth=4, dilations=[1, 2], in_channels=2, out_channels=3)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    model = save_model(tmp_path / "m.safetensors", net, ModelInfo(
+        net_name="msd", net_config=net.config(), task="segmentation", class_names=["a", "b", "c"],
+        normalization={"mean": [1.0, -1.0], "std": [2.0, 0.5]}))
+    vol = np.random.default_rng(3).normal(size=(5, 19, 23, 2) if channel_axis == 3 else (2, 5, 19, 23))
+    write_image(str(tmp_path / "in.zarr"), vol.astype(np.float32))
+    predict_blocks(model, str(tmp_path / "in.zarr"), tmp_path / "o.zarr", axis=0, channel_axis=channel_axis,
+                   block_shape=(2, 10, 23), probabilities=True)
+    ref = api.predict(model, vol.astype(np.float32), axis=0, channel_axis=channel_axis, probabilities=True)
+    np.testing.assert_allclose(_read(tmp_path / "o.zarr", "probabilities").astype(np.float32), ref, atol=1e-3)
