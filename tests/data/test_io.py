@@ -312,3 +312,17 @@ def test_output_exists_knows_datasets_arrays_and_files(tmp_path):
     assert not output_exists(str(tif))
     write_image(str(tif), np.zeros((3, 4), np.uint8))
     assert output_exists(str(tif))
+
+
+def test_zarr_v2_store_reads_lazily(tmp_path):
+    import zarr
+
+    from mixscale.data import image_info, open_image
+
+    data = np.arange(480, dtype=np.uint16).reshape(4, 10, 12)
+    zarr.create_array(str(tmp_path / "v2.zarr"), shape=data.shape, chunks=(1, 10, 12), dtype="uint16",
+                      zarr_format=2)[:] = data
+    arr = open_image(str(tmp_path / "v2.zarr"))
+    assert not isinstance(arr, np.ndarray)  # lazy: slicing reads only the chunks needed
+    assert np.array_equal(np.asarray(arr[1:3, 2:4, 5]), data[1:3, 2:4, 5])
+    assert image_info(str(tmp_path / "v2.zarr"))["chunks"] == (1, 10, 12)
