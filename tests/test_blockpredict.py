@@ -313,3 +313,14 @@ def test_multichannel_input_with_channel_axis(tmp_path, channel_axis):
                    block_shape=(2, 10, 23), probabilities=True)
     ref = api.predict(model, vol.astype(np.float32), axis=0, channel_axis=channel_axis, probabilities=True)
     np.testing.assert_allclose(_read(tmp_path / "o.zarr", "probabilities").astype(np.float32), ref, atol=1e-3)
+
+
+def test_info_reports_block_store_progress(tmp_path, volume, seg_model):
+    out = tmp_path / "o.zarr"
+    predict_blocks(seg_model, str(volume[0]), out, axis=0, block_shape=(3, 37, 30), num_parts=3, part_id=1)
+    shown = api.info(str(out))
+    assert shown["blocks_complete"] == "1 of 3 (resumable)"
+    assert shown["arrays"] == {"labels": "(9, 37, 30) uint8"} and shown["axis"] == 0
+    predict_blocks(seg_model, str(volume[0]), out, axis=0, block_shape=(3, 37, 30))
+    assert api.info(str(out))["blocks_complete"] == "3 of 3 (complete)"
+    assert api.info(str(out / "labels"))["shape"] == (9, 37, 30)

@@ -334,6 +334,11 @@ def info(address: str) -> dict:
                  "receptive_field": int(getattr(net, "receptive_field", 0)) or None}
         return {"format": "mixscale model", **{k: v for k, v in meta.__dict__.items() if k != "train_config"},
                 **shape}
+    from .infer.store import BlockStore
+
+    store = BlockStore(address)
+    if store.read_plan() is not None:  # a block-wise prediction: how far it got, and from what
+        return store.summary()
     from .data import image_info
 
     return image_info(str(address))

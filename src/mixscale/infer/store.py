@@ -19,6 +19,7 @@ import logging
 import os
 import shutil
 import uuid
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -137,6 +138,25 @@ class BlockStore:
         detail = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:4])
         return (f"output {self.path} holds a prediction made with other settings ({detail}); pass overwrite=True "
                 "(CLI: --overwrite) to replace it, or choose another output")
+
+    def summary(self) -> dict:
+        """Format, arrays, blocks complete out of the grid, and the plan (model, input, settings)."""
+        import math
+
+        import zarr
+
+        plan = self.read_plan() or {}
+        group = zarr.open_group(str(self.path), mode="r")
+        with warnings.catch_warnings():  # zarr notes that the marker folder is no zarr node; it is not meant to be
+            warnings.simplefilter("ignore")
+            arrays = {name: f"{arr.shape} {arr.dtype}" for name, arr in sorted(group.arrays())}
+        counts = [-(-n // b) for n, b in zip(plan.get("shape", ()), plan.get("block_shape", ()))]
+        total = math.prod(counts) if counts else 0
+        done = len(self.done())
+        return {"format": "mixscale block-prediction store (zarr)", "arrays": arrays,
+                "blocks_complete": f"{done} of {total}" + (" (complete)" if done == total else " (resumable)"),
+                **{k: plan[k] for k in ("image", "model_sha256", "task", "block_shape", "axis", "tta")
+                   if k in plan}}
 
     # -- blocks ----------------------------------------------------------------
 
