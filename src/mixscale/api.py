@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from .blockpredict import predict_blocks
-from .pointdetect import detect, write_points_csv
+from .pointdetect import detect, write_points_csv  # noqa: F401  (re-exported: api.detect)
 
 logger = logging.getLogger(__name__)
 
