@@ -122,3 +122,22 @@ def test_cpu_autocast_runs_the_block_in_float32():
     torch.testing.assert_close(y, net(x))
     y.sum().backward()
     assert all(torch.isfinite(p.grad).all() for p in net.parameters())
+
+
+@pytest.mark.parametrize("spatial", [(13, 11), (40, 37), (9, 8, 7), (21, 22, 23)])
+@pytest.mark.parametrize("dilation", [1, 2, 3, 5])
+def test_framed_shift_sum_equals_padded_shift_sum(spatial, dilation, monkeypatch):
+    """The unpadded path (shifted slices inside, reflected gathers on the border frame) against padding."""
+    from mixscale.nets import msd_lean as lean
+
+    offsets = lean.tap_offsets(len(spatial))
+    products = torch.randn(len(offsets), 2, *spatial, dtype=torch.float64)
+    lean._frame_indices.cache_clear()
+    framed = lean.shift_sum(products, dilation, offsets, spatial)
+    used = lean._frame_indices(dilation, spatial, len(offsets), "cpu") is not None
+    assert used == all(s > 2 * dilation for s in spatial)
+    monkeypatch.setattr(lean, "FRAME_INDEX_LIMIT", 0)
+    lean._frame_indices.cache_clear()
+    padded = lean.shift_sum(products, dilation, offsets, spatial)
+    lean._frame_indices.cache_clear()
+    torch.testing.assert_close(framed, padded, rtol=0, atol=1e-13)

@@ -18,7 +18,9 @@ of the reflect padding.
 
 from __future__ import annotations
 
+import functools
 import itertools
+import math
 
 import torch
 
@@ -97,13 +99,66 @@ def shift_sum(products: torch.Tensor, dilation: int, offsets, spatial, *, out=No
     -------
     (N, *spatial) Tensor
     """
+    out = products.new_empty(products.shape[1:]) if out is None else out
+    frame = _frame_indices(dilation, tuple(spatial), len(offsets), str(products.device))
+    tracked = torch.is_grad_enabled() and products.requires_grad  # the "taps" path differentiates this
+    if frame is not None and not tracked and products.is_contiguous() and out.is_contiguous():
+        return _shift_sum_framed(products, dilation, offsets, spatial, out, frame)
     if padded is None:
         padded = products.new_empty((products.shape[0], products.shape[1], *(s + 2 * dilation for s in spatial)))
     reflect_pad_into(products, padded, dilation)
-    out = products.new_empty(products.shape[1:]) if out is None else out
     out.copy_(padded[(0, slice(None)) + _window(offsets[0], dilation, spatial)])
     for t in range(1, len(offsets)):
         out += padded[(t, slice(None)) + _window(offsets[t], dilation, spatial)]
+    return out
+
+
+FRAME_INDEX_LIMIT = 1 << 21  # taps x frame pixels; above it (large 3D volumes) padding is used instead
+
+
+def _reflect(i: torch.Tensor, size: int) -> torch.Tensor:
+    """Reflect indices once into ``[0, size)`` (edge not repeated)."""
+    i = i.abs()
+    return torch.where(i >= size, 2 * (size - 1) - i, i)
+
+
+@functools.lru_cache(maxsize=64)
+def _frame_indices(dilation: int, spatial: tuple, taps: int, device: str):
+    """Linear indices of the ``dilation``-wide border frame, and for every tap the reflected
+    source pixel of each frame pixel: ``(F,)`` and ``(taps, F)``; None when not worth it."""
+    if any(s <= 2 * dilation for s in spatial):
+        return None
+    size = math.prod(spatial)
+    interior = math.prod(s - 2 * dilation for s in spatial)
+    if taps * (size - interior) > FRAME_INDEX_LIMIT:
+        return None
+    grids = torch.meshgrid(*[torch.arange(s) for s in spatial], indexing="ij")
+    mask = torch.zeros(spatial, dtype=torch.bool)
+    for g, s in zip(grids, spatial):
+        mask |= (g < dilation) | (g >= s - dilation)
+    pos = [g[mask] for g in grids]
+    strides = [math.prod(spatial[a + 1:]) for a in range(len(spatial))]
+    target = sum(p * st for p, st in zip(pos, strides))
+    sources = []
+    for offset in tap_offsets(len(spatial)):
+        coords = [_reflect(p + (o - 1) * dilation, s) for p, o, s in zip(pos, offset, spatial)]
+        sources.append(sum(c * st for c, st in zip(coords, strides)))
+    return target.to(device), torch.stack(sources).to(device)
+
+
+def _shift_sum_framed(products, dilation, offsets, spatial, out, frame) -> torch.Tensor:
+    """:func:`shift_sum` without padding: shifted slices inside, reflected gathers on the border frame."""
+    taps, n = products.shape[:2]
+    inner = (slice(None),) + tuple(slice(dilation, s - dilation) for s in spatial)
+    source = [(slice(None),) + _window(o, dilation, tuple(s - 2 * dilation for s in spatial)) for o in offsets]
+    view = out[inner]
+    torch.add(products[0][source[0]], products[1][source[1]], out=view)
+    for t in range(2, taps):
+        view += products[t][source[t]]
+    target, sources = frame
+    flat = products.view(taps, n, -1)
+    gathered = torch.gather(flat, 2, sources[:, None, :].expand(taps, n, sources.shape[1]))
+    out.view(n, -1).index_copy_(1, target, gathered.sum(0))
     return out
 
 
