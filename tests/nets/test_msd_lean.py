@@ -141,3 +141,17 @@ def test_framed_shift_sum_equals_padded_shift_sum(spatial, dilation, monkeypatch
     padded = lean.shift_sum(products, dilation, offsets, spatial)
     lean._frame_indices.cache_clear()
     torch.testing.assert_close(framed, padded, rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("spatial", [(13, 11), (9, 8, 7)])
+@pytest.mark.parametrize("dilation", [1, 3])
+def test_framed_adjoint_is_the_adjoint_of_framed_shift_sum(spatial, dilation):
+    from mixscale.nets import msd_lean as lean
+
+    offsets = lean.tap_offsets(len(spatial))
+    assert lean._frame_indices(dilation, spatial, len(offsets), "cpu") is not None
+    y = torch.randn(len(offsets), 2, *spatial, dtype=torch.float64)
+    g = torch.randn(2, *spatial, dtype=torch.float64)
+    lhs = (lean.shift_sum(y, dilation, offsets, spatial) * g).sum()
+    rhs = (y * lean.shift_sum_adjoint(g, dilation, offsets, spatial)).sum()
+    assert abs(lhs - rhs) < 1e-12 * max(1.0, abs(lhs))

@@ -162,9 +162,29 @@ def _shift_sum_framed(products, dilation, offsets, spatial, out, frame) -> torch
     return out
 
 
+def _shift_sum_adjoint_framed(grad, dilation, offsets, spatial, out, frame) -> torch.Tensor:
+    """Adjoint of :func:`_shift_sum_framed`: interior slices copied, frame pixels scattered back."""
+    taps, n = out.shape[:2]
+    inner = (slice(None),) + tuple(slice(dilation, s - dilation) for s in spatial)
+    out.zero_()
+    g_inner = grad[inner]
+    for t, offset in enumerate(offsets):
+        out[t][(slice(None),) + _window(offset, dilation, tuple(s - 2 * dilation for s in spatial))] = g_inner
+    target, sources = frame
+    g_frame = grad.reshape(n, -1).index_select(1, target)
+    out.view(taps, n, -1).scatter_add_(2, sources[:, None, :].expand(taps, n, sources.shape[1]),
+                                       g_frame[None].expand(taps, n, sources.shape[1]))
+    return out
+
+
 def shift_sum_adjoint(grad: torch.Tensor, dilation: int, offsets, spatial, *, out=None, padded=None):
     """Exact adjoint of :func:`shift_sum`: ``(N, *spatial) -> (taps, N, *spatial)``."""
     taps = len(offsets)
+    frame = _frame_indices(dilation, tuple(spatial), taps, str(grad.device))
+    tracked = torch.is_grad_enabled() and grad.requires_grad
+    if frame is not None and not tracked and grad.is_contiguous() and (out is None or out.is_contiguous()):
+        out = grad.new_empty((taps, *grad.shape)) if out is None else out
+        return _shift_sum_adjoint_framed(grad, dilation, offsets, spatial, out, frame)
     if padded is None:
         padded = grad.new_empty((taps, grad.shape[0], *(s + 2 * dilation for s in spatial)))
     padded.zero_()
