@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 NORMS = ("batch", "instance", "group", None)
@@ -72,3 +73,25 @@ def check_input(x: torch.Tensor, *, spatial_dims: int, in_channels: int, net: st
             f"{net}: input of shape {tuple(x.shape)} does not fit a {spatial_dims}D network with "
             f"in_channels={in_channels}; expected (N, {in_channels}, {', '.join(['*'] * spatial_dims)})"
         )
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """Pad the spatial axes of ``x`` (centred; reflect, or replicate when too small) to a multiple.
+
+    Returns the padded tensor and the original spatial shape (for :func:`crop_center`).
+    """
+    spatial = tuple(x.shape[2:])
+    extra = [(-s) % multiple for s in spatial]
+    if not any(extra):
+        return x, spatial
+    pads = []
+    for e in reversed(extra):  # F.pad lists the last axis first
+        pads += [e // 2, e - e // 2]
+    mode = "reflect" if all(e < s for e, s in zip(extra, spatial)) else "replicate"
+    return F.pad(x, pads, mode=mode), spatial
+
+
+def crop_center(y: torch.Tensor, spatial: tuple[int, ...]) -> torch.Tensor:
+    """Undo :func:`pad_to_multiple`: the centred ``spatial`` window of ``y``."""
+    starts = [(p - s) // 2 for p, s in zip(y.shape[2:], spatial)]
+    return y[(slice(None), slice(None)) + tuple(slice(a, a + s) for a, s in zip(starts, spatial))]

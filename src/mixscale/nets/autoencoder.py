@@ -15,7 +15,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._common import NORMS, check_choice, check_input, check_int, check_spatial_dims, make_activation
+from ._common import (
+    NORMS,
+    check_choice,
+    check_input,
+    check_int,
+    check_spatial_dims,
+    crop_center,
+    make_activation,
+    pad_to_multiple,
+)
 from .registry import register_net
 from .unet import ConvBlock, _check_rate, level_channels
 
@@ -151,13 +160,7 @@ class Autoencoder(nn.Module):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Latent vectors: ``(N, in_channels, *image_shape) -> (N, latent_dim)``."""
         self._check_image(x)
-        extra = [p - s for p, s in zip(self._padded, self.image_shape)]
-        if any(extra):
-            pads = []
-            for e in reversed(extra):  # F.pad lists the last axis first
-                pads += [e // 2, e - e // 2]
-            mode = "reflect" if all(e < s for e, s in zip(extra, self.image_shape)) else "replicate"
-            x = F.pad(x, pads, mode=mode)
+        x, _ = pad_to_multiple(x, 2 ** self.depth)
         pool = F.max_pool2d if self.spatial_dims == 2 else F.max_pool3d
         h = x
         for enc in self.encoders:
@@ -174,9 +177,7 @@ class Autoencoder(nn.Module):
         for level in reversed(range(self.depth)):
             h = self.decoders[level](self.ups[level](h))
         out = self.head(h)
-        starts = [(p - s) // 2 for p, s in zip(self._padded, self.image_shape)]
-        crop = tuple(slice(a, a + s) for a, s in zip(starts, self.image_shape))
-        return out[(slice(None), slice(None)) + crop]
+        return crop_center(out, self.image_shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``decode(encode(x))``: ``(N, in_channels, *image_shape) -> (N, out_channels, *image_shape)``."""

@@ -24,10 +24,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._common import ACTIVATIONS, NORMS, check_choice, check_input, check_int, check_spatial_dims, conv_nd
+from ._common import (
+    ACTIVATIONS,
+    NORMS,
+    check_choice,
+    check_input,
+    check_int,
+    check_spatial_dims,
+    conv_nd,
+    crop_center,
+    pad_to_multiple,
+)
 from .registry import register_net
 from .unet import _check_rate, level_channels
-from .unet3plus import conv_norm_act, crop_center, pad_to_multiple
+from .unet3plus import conv_norm_act
 
 SPEC_VERSION = 1
 POOLINGS = ("max", "avg", "conv")

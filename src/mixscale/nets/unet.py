@@ -6,7 +6,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._common import NORMS, check_choice, check_input, check_int, check_spatial_dims, conv_nd, make_activation, make_norm
+from ._common import (
+    NORMS,
+    check_choice,
+    check_input,
+    check_int,
+    check_spatial_dims,
+    conv_nd,
+    crop_center,
+    make_activation,
+    make_norm,
+    pad_to_multiple,
+)
 from .registry import register_net
 
 
@@ -128,22 +139,10 @@ class UNet(nn.Module):
         """Pixels of context needed on each side: ``(receptive_field - 1) // 2``."""
         return (self.receptive_field - 1) // 2
 
-    def _pad(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
-        multiple = 2 ** (self.depth - 1)
-        spatial = x.shape[2:]
-        extra = [(-s) % multiple for s in spatial]
-        if not any(extra):
-            return x, tuple(spatial)
-        pads = []
-        for e in reversed(extra):  # F.pad lists the last axis first
-            pads += [e // 2, e - e // 2]
-        mode = "reflect" if all(e < s for e, s in zip(extra, spatial)) else "replicate"
-        return F.pad(x, pads, mode=mode), tuple(spatial)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, in_channels, *spatial) -> (N, out_channels, *spatial)``."""
         check_input(x, spatial_dims=self.spatial_dims, in_channels=self.in_channels, net="unet")
-        padded, spatial = self._pad(x)
+        padded, spatial = pad_to_multiple(x, 2 ** (self.depth - 1))
         pool = F.max_pool2d if self.spatial_dims == 2 else F.max_pool3d
         skips, h = [], padded
         for level, enc in enumerate(self.encoders):
@@ -154,6 +153,4 @@ class UNet(nn.Module):
         for level in reversed(range(self.depth - 1)):
             h = self.decoders[level](torch.cat([skips[level], self.ups[level](h)], dim=1))
         out = self.head(h)
-        starts = [(p - s) // 2 for p, s in zip(padded.shape[2:], spatial)]
-        crop = tuple(slice(a, a + s) for a, s in zip(starts, spatial))
-        return out[(slice(None), slice(None)) + crop]
+        return crop_center(out, spatial)

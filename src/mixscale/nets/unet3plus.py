@@ -20,31 +20,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._common import NORMS, check_choice, check_input, check_int, check_spatial_dims, conv_nd, make_activation, make_norm
+from ._common import (
+    NORMS,
+    check_choice,
+    check_input,
+    check_int,
+    check_spatial_dims,
+    conv_nd,
+    crop_center,
+    make_activation,
+    make_norm,
+    pad_to_multiple,
+)
 from .registry import register_net
 from .unet import ConvBlock, _check_rate, level_channels
-
-
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, ...]]:
-    """Pad the spatial axes of ``x`` (centred; reflect, or replicate when too small) to a multiple.
-
-    Returns the padded tensor and the original spatial shape (for :func:`crop_center`).
-    """
-    spatial = tuple(x.shape[2:])
-    extra = [(-s) % multiple for s in spatial]
-    if not any(extra):
-        return x, spatial
-    pads = []
-    for e in reversed(extra):  # F.pad lists the last axis first
-        pads += [e // 2, e - e // 2]
-    mode = "reflect" if all(e < s for e, s in zip(extra, spatial)) else "replicate"
-    return F.pad(x, pads, mode=mode), spatial
-
-
-def crop_center(y: torch.Tensor, spatial: tuple[int, ...]) -> torch.Tensor:
-    """Undo :func:`pad_to_multiple`: the centred ``spatial`` window of ``y``."""
-    starts = [(p - s) // 2 for p, s in zip(y.shape[2:], spatial)]
-    return y[(slice(None), slice(None)) + tuple(slice(a, a + s) for a, s in zip(starts, spatial))]
 
 
 def conv_norm_act(spatial_dims: int, in_channels: int, out_channels: int, norm, activation, kernel_size: int = 3,
