@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._common import check_choice, check_input, check_int, check_spatial_dims, make_norm
-from .msd_lean import flat_weight, lean_msd, shift_sum, tap_offsets
+from .msd_lean import ScratchPool, flat_weight, lean_msd, shift_sum, tap_offsets
 from .registry import register_net
 
 DEFAULT_DILATIONS = tuple(range(1, 11))
@@ -117,7 +117,19 @@ class MSDNet(nn.Module):
         self.final_weight = nn.Parameter(torch.zeros(out_channels, n_maps, *(1,) * spatial_dims))
         self.final_bias = nn.Parameter(torch.zeros(out_channels))
         self._offsets = tap_offsets(spatial_dims)
+        self._scratch = ScratchPool()
         self.reset_parameters()
+
+    def release_scratch(self) -> int:
+        """Free the map buffers kept from earlier calls (CPU); returns the bytes let go.
+
+        The lean block keeps its last buffers (the maps and their gradients, about
+        ``(in_channels + depth * width)`` images each) so that the next call does not
+        pay to have fresh memory zeroed; call this when the network will sit idle.
+        """
+        held = self._scratch.idle_bytes
+        self._scratch.clear()
+        return held
 
     def reset_parameters(self) -> None:
         """The paper's initialisation: N(0, 2 / n_c) hidden weights, zero biases and final layer."""
@@ -213,7 +225,7 @@ class MSDNet(nn.Module):
             if self.norms is not None:
                 raise ValueError("impl='lean' does not support norm='batch'; use impl='taps'")
             return lean_msd(x, list(self.weights), list(self.biases), self.final_weight, self.final_bias,
-                            self.channel_dilations)
+                            self.channel_dilations, pool=self._scratch)
         maps = x  # the input itself is a map of every layer; it is never passed through the ReLU
         for i in range(self.depth):
             maps = torch.cat([maps, self._layer(i, maps, impl)], dim=1)

@@ -21,6 +21,8 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import threading
+import weakref
 
 import torch
 
@@ -48,20 +50,109 @@ def _reflect_index(size: int, dilation: int, side: str, device) -> torch.Tensor:
 
 
 class Workspace:
-    """Scratch tensors allocated once per call and reused by every layer.
+    """Scratch tensors made once per call and reused by every layer.
 
     Reusing them keeps the allocator from fragmenting (which otherwise inflates the
-    resident memory several times over) and avoids page faults on fresh memory.
+    resident memory several times over) and avoids page faults on fresh memory. The
+    padded scratch is only made when a layer needs it (the framed shifted sum does
+    not).
+
+    Parameters
+    ----------
+    prod : (rows, N, *spatial) Tensor
+        Product maps of a block of layers.
+    taps, max_dilation : int
+        Size of the padded scratch ``(taps, N, *(spatial + 2 * max_dilation))``.
     """
 
-    def __init__(self, like: torch.Tensor, taps: int, width: int, n: int, spatial, max_dilation: int):
-        padded = tuple(s + 2 * max_dilation for s in spatial)
-        self.spatial = tuple(spatial)
-        self.prod = like.new_empty((width * taps, n, *spatial))
-        self.padded = like.new_empty((taps, n, *padded))
+    def __init__(self, prod: torch.Tensor, taps: int, max_dilation: int):
+        self.prod = prod
+        self.spatial = tuple(prod.shape[2:])
+        self.taps, self.max_dilation = taps, max_dilation
+        self.padded = None
 
     def padded_view(self, dilation: int) -> torch.Tensor:
+        if self.padded is None:
+            padded = tuple(s + 2 * self.max_dilation for s in self.spatial)
+            self.padded = self.prod.new_empty((self.taps, self.prod.shape[1], *padded))
         return self.padded[(slice(None), slice(None)) + tuple(slice(0, s + 2 * dilation) for s in self.spatial)]
+
+
+def _alias(t: torch.Tensor) -> torch.Tensor:
+    """A tensor on ``t``'s memory with its own version counter.
+
+    The backward writes its scratch into the rows after the maps of the buffer that
+    autograd saved; through this alias, the saved buffer's version stays the same, so
+    a second backward (``retain_graph=True``) still accepts it.
+    """
+    return t.new_empty(0).set_(t.untyped_storage(), t.storage_offset(), t.shape, t.stride())
+
+
+class ScratchPool:
+    """The lean block's big buffers, kept between calls and lent out again (CPU only).
+
+    Fresh memory from the operating system is zeroed page by page on first touch:
+    for a depth-100 MS-D on a 512x512 image that was about 44,000 page faults and a
+    tenth of a second of system time per forward, and three times that per training
+    step. The pool lends a buffer as a tensor of its own; when the last user lets go
+    of it (the end of a forward, or autograd freeing the graph after backward) it
+    comes back to the pool, so a buffer that a pending backward still needs is never
+    lent twice. On CUDA, PyTorch's caching allocator already does this, and the pool
+    allocates directly.
+
+    Parameters
+    ----------
+    keep : int
+        Most idle buffers kept; the smallest go first.
+    """
+
+    def __init__(self, keep: int = 4):
+        self.keep = keep
+        self._idle: list[torch.Tensor] = []
+        self._lock = threading.RLock()  # a finalizer can run inside ``take`` on the same thread
+
+    def take(self, shape, like: torch.Tensor) -> torch.Tensor:
+        """An uninitialised tensor of ``shape`` with ``like``'s dtype and device."""
+        if like.device.type != "cpu":
+            return like.new_empty(shape)
+        numel = math.prod(shape)
+        with self._lock:
+            fits = [t for t in self._idle if t.dtype == like.dtype and t.numel() >= numel]
+            base = min(fits, key=torch.Tensor.numel) if fits else None
+            if base is not None:
+                self._idle = [t for t in self._idle if t is not base]
+        if base is None:
+            base = like.new_empty(numel)
+        lent = _alias(base[:numel].view(shape))
+        weakref.finalize(lent, self._give_back, base).atexit = False
+        return lent
+
+    def _give_back(self, base: torch.Tensor) -> None:
+        with self._lock:
+            self._idle.append(base)
+            self._idle.sort(key=torch.Tensor.numel)
+            del self._idle[: max(0, len(self._idle) - self.keep)]
+
+    @property
+    def idle_bytes(self) -> int:
+        """Bytes held by idle buffers."""
+        with self._lock:
+            return sum(t.numel() * t.element_size() for t in self._idle)
+
+    def clear(self) -> None:
+        """Let go of every idle buffer (their memory returns to the system)."""
+        with self._lock:
+            self._idle = []
+
+    def __deepcopy__(self, memo):  # a copied network starts with an empty pool of its own
+        return ScratchPool(self.keep)
+
+    def __reduce__(self):
+        return ScratchPool, (self.keep,)
+
+
+def _alloc(pool: ScratchPool | None, shape, like: torch.Tensor) -> torch.Tensor:
+    return like.new_empty(shape) if pool is None else pool.take(shape, like)
 
 
 def reflect_pad_into(src: torch.Tensor, dst: torch.Tensor, dilation: int) -> torch.Tensor:
@@ -92,8 +183,12 @@ def shift_sum(products: torch.Tensor, dilation: int, offsets, spatial, *, out=No
     ----------
     products : (taps, N, *spatial) Tensor
         One map per kernel tap (the matrix product of the weights with the maps).
-    out, padded : Tensor, optional
-        Where to write the result ``(N, *spatial)`` and scratch for the padded taps.
+    out : Tensor, optional
+        Where to write the result ``(N, *spatial)``.
+    padded : Tensor or callable, optional
+        Scratch for the padded taps ``(taps, N, *(spatial + 2 * dilation))``, or a
+        function of the dilation that returns it; only used where the frame
+        gathers are not (autograd, very large 3D frames).
 
     Returns
     -------
@@ -104,13 +199,21 @@ def shift_sum(products: torch.Tensor, dilation: int, offsets, spatial, *, out=No
     tracked = torch.is_grad_enabled() and products.requires_grad  # the "taps" path differentiates this
     if frame is not None and not tracked and products.is_contiguous() and out.is_contiguous():
         return _shift_sum_framed(products, dilation, offsets, spatial, out, frame)
-    if padded is None:
-        padded = products.new_empty((products.shape[0], products.shape[1], *(s + 2 * dilation for s in spatial)))
+    padded = _padded_scratch(padded, products, dilation, spatial)
     reflect_pad_into(products, padded, dilation)
     out.copy_(padded[(0, slice(None)) + _window(offsets[0], dilation, spatial)])
     for t in range(1, len(offsets)):
         out += padded[(t, slice(None)) + _window(offsets[t], dilation, spatial)]
     return out
+
+
+def _padded_scratch(padded, like: torch.Tensor, dilation: int, spatial) -> torch.Tensor:
+    """``padded`` itself, its value for ``dilation`` when it is a function, or a new tensor."""
+    if callable(padded):
+        return padded(dilation)
+    if padded is None:
+        return like.new_empty((like.shape[0], like.shape[1], *(s + 2 * dilation for s in spatial)))
+    return padded
 
 
 FRAME_INDEX_LIMIT = 1 << 21  # taps x frame pixels; above it (large 3D volumes) padding is used instead
@@ -125,25 +228,34 @@ def _reflect(i: torch.Tensor, size: int) -> torch.Tensor:
 @functools.lru_cache(maxsize=64)
 def _frame_indices(dilation: int, spatial: tuple, taps: int, device: str):
     """Linear indices of the ``dilation``-wide border frame, and for every tap the reflected
-    source pixel of each frame pixel: ``(F,)`` and ``(taps, F)``; None when not worth it."""
+    source pixel of each frame pixel: ``(F,)`` and ``(taps, F)``; None when not worth it.
+
+    Only frame-sized temporaries are made (no whole-image grids): the frame is the
+    union over axes ``a`` of the pixels inside along the axes before ``a``, on the
+    border along ``a``, and anywhere along the axes after it.
+    """
     if any(s <= 2 * dilation for s in spatial):
         return None
     size = math.prod(spatial)
     interior = math.prod(s - 2 * dilation for s in spatial)
     if taps * (size - interior) > FRAME_INDEX_LIMIT:
         return None
-    grids = torch.meshgrid(*[torch.arange(s) for s in spatial], indexing="ij")
-    mask = torch.zeros(spatial, dtype=torch.bool)
-    for g, s in zip(grids, spatial):
-        mask |= (g < dilation) | (g >= s - dilation)
-    pos = [g[mask] for g in grids]
+    frame = size - interior
+    target, sources = torch.empty(frame, dtype=torch.long), torch.empty(taps, frame, dtype=torch.long)
+    pos, start = torch.empty(len(spatial), frame, dtype=torch.long), 0
+    for a, s_a in enumerate(spatial):
+        ranges = [torch.arange(dilation, s - dilation) for s in spatial[:a]]
+        ranges.append(torch.cat([torch.arange(dilation), torch.arange(s_a - dilation, s_a)]))
+        ranges += [torch.arange(s) for s in spatial[a + 1:]]
+        part = torch.cartesian_prod(*ranges).view(-1, len(spatial)).t()
+        pos[:, start : start + part.shape[1]] = part
+        start += part.shape[1]
     strides = [math.prod(spatial[a + 1:]) for a in range(len(spatial))]
-    target = sum(p * st for p, st in zip(pos, strides))
-    sources = []
-    for offset in tap_offsets(len(spatial)):
-        coords = [_reflect(p + (o - 1) * dilation, s) for p, o, s in zip(pos, offset, spatial)]
-        sources.append(sum(c * st for c, st in zip(coords, strides)))
-    return target.to(device), torch.stack(sources).to(device)
+    torch.sort(sum(p * st for p, st in zip(pos, strides)), out=(target, torch.empty(0, dtype=torch.long)))
+    pos = torch.stack([target // st % s for st, s in zip(strides, spatial)])  # sorted like the target
+    for t, offset in enumerate(tap_offsets(len(spatial))):
+        sources[t] = sum(_reflect(p + (o - 1) * dilation, s) * st for p, o, s, st in zip(pos, offset, spatial, strides))
+    return target.to(device), sources.to(device)
 
 
 def _shift_sum_framed(products, dilation, offsets, spatial, out, frame) -> torch.Tensor:
@@ -185,8 +297,7 @@ def shift_sum_adjoint(grad: torch.Tensor, dilation: int, offsets, spatial, *, ou
     if frame is not None and not tracked and grad.is_contiguous() and (out is None or out.is_contiguous()):
         out = grad.new_empty((taps, *grad.shape)) if out is None else out
         return _shift_sum_adjoint_framed(grad, dilation, offsets, spatial, out, frame)
-    if padded is None:
-        padded = grad.new_empty((taps, grad.shape[0], *(s + 2 * dilation for s in spatial)))
+    padded = _padded_scratch(padded, grad.expand(taps, *grad.shape), dilation, spatial)
     padded.zero_()
     for t, offset in enumerate(offsets):
         padded[(t, slice(None)) + _window(offset, dilation, spatial)] = grad
@@ -196,11 +307,10 @@ def shift_sum_adjoint(grad: torch.Tensor, dilation: int, offsets, spatial, *, ou
     return out.copy_(centre)
 
 
-# layers whose products share one matrix product over the older maps (see ``lean_forward``):
-# each costs ``width * taps`` maps of scratch; backward holds the gradient buffer too, so
-# it takes fewer to stay within two buffers plus a little
-FORWARD_BLOCK_LAYERS = 8
-BACKWARD_BLOCK_LAYERS = 4
+# layers whose products share one matrix product over the older maps (see ``lean_forward``
+# and ``lean_backward``): the product maps of a block, ``width * taps * BLOCK_LAYERS`` maps,
+# live in extra rows at the end of the map buffer, in the forward and in the backward
+BLOCK_LAYERS = 6
 
 
 def _blocks(depth: int, block: int):
@@ -212,8 +322,17 @@ def _block_weight(weights, i0: int, i1: int, k0: int) -> torch.Tensor:
     return torch.cat([flat_weight(w)[:, :k0] for w in weights[i0:i1]])
 
 
+def _layout(x_shape, weights, dilations, block: int):
+    """Sizes shared by forward and backward: ``(total maps, width, offsets, scratch rows, max dilation)``."""
+    c_in, spatial = x_shape[1], x_shape[2:]
+    width = weights[0].shape[0] if weights else 0
+    offsets = tap_offsets(len(spatial))
+    scratch = width * len(offsets) * min(block, len(weights))
+    return c_in + len(weights) * width, width, offsets, scratch, max((max(d) for d in dilations), default=1)
+
+
 def lean_forward(x, weights, biases, final_weight, final_bias, dilations, *, keep_buffer: bool,
-                 block: int = FORWARD_BLOCK_LAYERS):
+                 block: int | None = None, pool: ScratchPool | None = None):
     """Run the block; return the output ``(N, C_out, *spatial)`` and the map buffer (or None).
 
     Layers are taken ``block`` at a time: the products of all maps that exist before a
@@ -227,21 +346,29 @@ def lean_forward(x, weights, biases, final_weight, final_bias, dilations, *, kee
     weights, biases : lists of per-layer ``(width, k, 3, ...)`` and ``(width,)`` Tensors
     final_weight : (C_out, C_in + depth * width, 1, ...) Tensor
     dilations : list of per-layer lists of ints
+    block : int, optional
+        Layers per matrix product (default :data:`BLOCK_LAYERS`).
+    pool : ScratchPool, optional
+        Where the buffer comes from (and goes back to once unused).
+
+    Returns
+    -------
+    out : (N, C_out, *spatial) Tensor
+    buffer : (C_in + depth * width + scratch, N, *spatial) Tensor or None
+        The maps, then the scratch rows that held the products (reused by backward).
     """
     n, c_in, *spatial = x.shape
-    width = biases[0].shape[0] if biases else 0
-    total = c_in + len(weights) * width
-    offsets = tap_offsets(len(spatial))
+    block = block or BLOCK_LAYERS
+    total, width, offsets, scratch, dmax = _layout(x.shape, weights, dilations, block)
     taps, rows = len(offsets), width * len(offsets)
-    buf = x.new_empty((total, n, *spatial))
+    buf = _alloc(pool, (total + scratch, n, *spatial), x)
     buf[:c_in] = x.transpose(0, 1)
-    flat = buf.view(total, -1)
-    ws = Workspace(x, taps, width * min(block, max(len(weights), 1)), n, spatial,
-                   max((max(d) for d in dilations), default=1))
+    flat = buf.view(total + scratch, -1)
+    ws = Workspace(buf[total:], taps, dmax)
     for i0, i1 in _blocks(len(weights), block):
         k0 = c_in + i0 * width
         prods = ws.prod[: rows * (i1 - i0)]
-        torch.mm(_block_weight(weights, i0, i1, k0), flat[:k0], out=prods.view(rows * (i1 - i0), -1))
+        _products(_block_weight(weights, i0, i1, k0), flat[:k0], prods.view(rows * (i1 - i0), -1))
         for i in range(i0, i1):
             k = c_in + i * width
             prod = prods[(i - i0) * rows : (i - i0 + 1) * rows]
@@ -250,37 +377,54 @@ def lean_forward(x, weights, biases, final_weight, final_bias, dilations, *, kee
             for j in range(width):
                 d = dilations[i][j]
                 z = shift_sum(prod[j * taps : (j + 1) * taps], d, offsets, spatial, out=buf[k + j],
-                              padded=ws.padded_view(d))
+                              padded=ws.padded_view)
                 z.add_(biases[i][j]).relu_()
-    out = torch.addmm(final_bias[:, None], final_weight.view(final_weight.shape[0], total), flat)
+    out = torch.addmm(final_bias[:, None], final_weight.view(final_weight.shape[0], total), flat[:total])
     out = out.view(-1, n, *spatial).transpose(0, 1)
     return out, (buf if keep_buffer else None)
 
 
-def lean_backward(grad_out, buf, weights, final_weight, dilations, c_in, *, block: int = BACKWARD_BLOCK_LAYERS):
+def _products(weight: torch.Tensor, maps: torch.Tensor, out: torch.Tensor) -> None:
+    """``out = weight @ maps``; a single map is a broadcast product (the library's k=1 product is slow)."""
+    if maps.shape[0] == 1:
+        torch.mul(weight, maps, out=out)
+    else:
+        torch.mm(weight, maps, out=out)
+
+
+def lean_backward(grad_out, buf, weights, final_weight, dilations, c_in, *, block: int | None = None,
+                  pool: ScratchPool | None = None):
     """Gradients of the block from ``dL/d output``; see the module docstring for the method.
 
     Blocks of layers are walked in reverse. Inside a block, each layer's product
     gradients update the gradients of the maps made in the block at once; their
-    contributions to the older maps (gradient buffer and weight gradients) are one
-    matrix product per block.
+    contributions to the older maps (gradient buffer) and all the block's weight
+    gradients are one matrix product each per block.
+
+    Parameters
+    ----------
+    grad_out : (N, C_out, *spatial) Tensor
+    buf : (C_in + depth * width + scratch, N, *spatial) Tensor
+        From :func:`lean_forward` with the same ``block``; its scratch rows are overwritten.
+    pool : ScratchPool, optional
+        Where the gradient buffer comes from.
 
     Returns
     -------
     grad_x, [grad_weight_i], [grad_bias_i], grad_final_weight, grad_final_bias
     """
-    total, n, *spatial = buf.shape
-    width = weights[0].shape[0] if weights else 0
-    offsets = tap_offsets(len(spatial))
+    n, spatial = buf.shape[1], buf.shape[2:]
+    block = block or BLOCK_LAYERS
+    total, width, offsets, scratch, dmax = _layout((n, c_in, *spatial), weights, dilations, block)
     taps, rows = len(offsets), width * len(offsets)
-    flat = buf.view(total, -1)
+    flat = buf.view(buf.shape[0], -1)[:total]
     g_out = grad_out.transpose(0, 1).reshape(grad_out.shape[1], -1)
     fw = final_weight.view(final_weight.shape[0], total)
     grad_fw = (g_out @ flat.t()).view_as(final_weight)
     grad_fb = g_out.sum(1)
-    gbuf = fw.t() @ g_out  # the final layer's backward, written straight into the gradient buffer
-    ws = Workspace(buf, taps, width * min(block, max(len(weights), 1)), n, spatial,
-                   max((max(d) for d in dilations), default=1))
+    gbuf = _alloc(pool, (total, g_out.shape[1]), g_out)
+    torch.mm(fw.t(), g_out, out=gbuf)  # the final layer's backward, written straight into the gradient buffer
+    ws = Workspace(_alias(buf[total:total + scratch]), taps, dmax)
     mask = torch.empty(buf.shape[1:], dtype=torch.bool, device=buf.device)
     grad_w = [torch.empty_like(w) for w in weights]
     grad_b = [None] * len(weights)
@@ -291,17 +435,15 @@ def lean_backward(grad_out, buf, weights, final_weight, dilations, c_in, *, bloc
             k = c_in + i * width
             g_prod = g_prods[(i - i0) * rows : (i - i0 + 1) * rows]
             grad_b[i] = _layer_product_grads(gbuf, buf, mask, g_prod, k, width, dilations[i], offsets, spatial, ws)
-            g_flat = g_prod.view(rows, -1)
             if k > k0:  # maps made earlier in this block: their gradients are needed next
-                fl = flat_weight(weights[i])
-                gbuf[k0:k].addmm_(fl[:, k0:k].t(), g_flat)
-                _set_weight_grad(grad_w[i], g_flat @ flat[k0:k].t(), slice(k0, k), width, taps)
+                gbuf[k0:k].addmm_(flat_weight(weights[i])[:, k0:k].t(), g_prod.view(rows, -1))
         g_blk = g_prods.view(rows * (i1 - i0), -1)
         gbuf[:k0].addmm_(_block_weight(weights, i0, i1, k0).t(), g_blk)
-        older = g_blk @ flat[:k0].t()
+        read = g_blk @ flat[: c_in + (i1 - 1) * width].t()  # every map a layer of the block reads
         for i in range(i0, i1):
-            _set_weight_grad(grad_w[i], older[(i - i0) * rows : (i - i0 + 1) * rows], slice(0, k0), width, taps)
-    grad_x = gbuf[:c_in].view(c_in, n, *spatial).transpose(0, 1)
+            k = c_in + i * width
+            _set_weight_grad(grad_w[i], read[(i - i0) * rows : (i - i0 + 1) * rows, :k], width, taps)
+    grad_x = gbuf[:c_in].view(c_in, n, *spatial).transpose(0, 1).clone()  # no view keeps the buffer alive
     return grad_x, grad_w, grad_b, grad_fw, grad_fb
 
 
@@ -314,40 +456,41 @@ def _layer_product_grads(gbuf, buf, mask, g_prod, k, width, dilations, offsets, 
         g_z.masked_fill_(torch.le(buf[k + j], 0, out=mask), 0)  # ReLU; this map's gradient is final here
         gb.append(g_z.sum())
         d = dilations[j]
-        shift_sum_adjoint(g_z, d, offsets, spatial, out=g_prod[j * taps : (j + 1) * taps], padded=ws.padded_view(d))
+        shift_sum_adjoint(g_z, d, offsets, spatial, out=g_prod[j * taps : (j + 1) * taps], padded=ws.padded_view)
     return torch.stack(gb)
 
 
-def _set_weight_grad(grad: torch.Tensor, rows_by_maps: torch.Tensor, maps: slice, width: int, taps: int) -> None:
-    """Write ``(width * taps, m)`` product gradients into ``grad[:, maps]`` of a ``(width, k, 3, ...)`` weight."""
-    block = rows_by_maps.reshape(width, taps, -1).transpose(1, 2)
-    grad.view(width, grad.shape[1], taps)[:, maps] = block
+def _set_weight_grad(grad: torch.Tensor, rows_by_maps: torch.Tensor, width: int, taps: int) -> None:
+    """Write ``(width * taps, k)`` product gradients into a ``(width, k, 3, ...)`` weight's gradient."""
+    grad.view(width, grad.shape[1], taps).copy_(rows_by_maps.reshape(width, taps, -1).transpose(1, 2))
 
 
 class LeanMSDFunction(torch.autograd.Function):
     """The MS-D block as one autograd node (first derivatives only)."""
 
     @staticmethod
-    def forward(ctx, x, final_weight, final_bias, dilations, depth, *params):
+    def forward(ctx, x, final_weight, final_bias, dilations, pool, depth, *params):
         weights, biases = list(params[:depth]), list(params[depth:])
-        out, buf = lean_forward(x, weights, biases, final_weight, final_bias, dilations, keep_buffer=True)
+        out, buf = lean_forward(x, weights, biases, final_weight, final_bias, dilations, keep_buffer=True,
+                                pool=pool)
         ctx.save_for_backward(buf, final_weight, *weights)
-        ctx.dilations, ctx.c_in = dilations, x.shape[1]
+        ctx.dilations, ctx.c_in, ctx.pool = dilations, x.shape[1], pool
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         buf, final_weight, *weights = ctx.saved_tensors
         gx, gw, gb, gfw, gfb = lean_backward(grad_out.contiguous(), buf, weights, final_weight, ctx.dilations,
-                                             ctx.c_in)
-        return (gx, gfw, gfb, None, None, *gw, *gb)
+                                             ctx.c_in, pool=ctx.pool)
+        return (gx, gfw, gfb, None, None, None, *gw, *gb)
 
 
-def lean_msd(x, weights, biases, final_weight, final_bias, dilations) -> torch.Tensor:
+def lean_msd(x, weights, biases, final_weight, final_bias, dilations, pool: ScratchPool | None = None) -> torch.Tensor:
     """MS-D block output; under ``torch.no_grad`` only the map buffer and the output are kept.
 
     Under autocast the block runs in the parameters' precision (the products are
-    written into preallocated buffers, which autocast cannot retype).
+    written into preallocated buffers, which autocast cannot retype). ``pool``
+    (optional) lends the buffers and takes them back once unused.
     """
     needs_grad = torch.is_grad_enabled() and (
         x.requires_grad or final_weight.requires_grad or any(w.requires_grad for w in weights)
@@ -355,5 +498,6 @@ def lean_msd(x, weights, biases, final_weight, final_bias, dilations) -> torch.T
     with torch.autocast(device_type=x.device.type, enabled=False):
         x = x.to(final_weight.dtype)
         if not needs_grad:
-            return lean_forward(x, weights, biases, final_weight, final_bias, dilations, keep_buffer=False)[0]
-        return LeanMSDFunction.apply(x, final_weight, final_bias, dilations, len(weights), *weights, *biases)
+            return lean_forward(x, weights, biases, final_weight, final_bias, dilations, keep_buffer=False,
+                                pool=pool)[0]
+        return LeanMSDFunction.apply(x, final_weight, final_bias, dilations, pool, len(weights), *weights, *biases)
