@@ -226,3 +226,51 @@ def test_concurrent_inference_from_two_threads_is_exact():
             outs = list(ex.map(net, xs))
     for o, r in zip(outs, ref):
         torch.testing.assert_close(o, r, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_maps_are_as_accurate_as_plain_pytorch_in_that_precision(dtype):
+    """The storage used under CUDA autocast, run on CPU: against float64, no worse than autograd in ``dtype``."""
+    from mixscale.nets.msd_lean import lean_msd
+
+    net = _net(2, 2, 3, 10, 2, [1, 2, 3, 4], dtype=torch.float64, seed=3)
+    x = torch.randn(2, 2, 30, 27, dtype=torch.float64)
+    ref = net(x, impl="taps")
+    g = torch.randn_like(ref)
+    ref_grads = torch.autograd.grad(ref, list(net.parameters()), g)
+    plain = _net(2, 2, 3, 10, 2, [1, 2, 3, 4], dtype=torch.float64, seed=3).to(dtype)
+    plain_out = plain(x.to(dtype), impl="taps")
+    plain_grads = torch.autograd.grad(plain_out, list(plain.parameters()), g.to(dtype))
+    net = net.float()
+    out = lean_msd(x.float(), list(net.weights), list(net.biases), net.final_weight, net.final_bias,
+                   net.channel_dilations, dtype=dtype)
+    assert out.dtype == dtype
+    grads = torch.autograd.grad(out, list(net.parameters()), g.to(dtype))
+    assert all(a.dtype == torch.float32 for a in grads)  # the parameters' dtype
+
+    def err(a, b):
+        return ((a.double() - b).norm() / b.norm()).item()
+
+    def cat(gs):
+        return torch.cat([t.double().flatten() for t in gs])
+
+    assert err(out, ref) <= 1.2 * err(plain_out, ref) + 1e-4
+    assert err(out, ref) < (1e-2 if dtype == torch.bfloat16 else 1e-3)
+    # single small gradients (bias sums) cancel and are noisy in both; all parameters together:
+    assert err(cat(grads), cat(ref_grads)) <= 1.5 * err(cat(plain_grads), cat(ref_grads)) + 1e-3
+    assert err(cat(grads), cat(ref_grads)) < (0.15 if dtype == torch.bfloat16 else 0.05)
+
+
+def test_half_precision_maps_take_half_the_buffer_memory():
+    from mixscale.nets.msd_lean import lean_msd
+
+    net = _net(2, 1, 2, 8, 1, [1, 2, 3], dtype=torch.float32)
+    x = torch.randn(1, 1, 48, 48)
+    held = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        net.release_scratch()
+        with torch.no_grad():
+            lean_msd(x, list(net.weights), list(net.biases), net.final_weight, net.final_bias,
+                     net.channel_dilations, pool=net._scratch, dtype=dtype)
+        held[dtype] = net._scratch.idle_bytes
+    assert held[torch.bfloat16] * 2 == held[torch.float32] > 0

@@ -5,15 +5,21 @@ Function. Forward writes layer ``i``'s maps into slot ``i`` of a preallocated bu
 and reads slots ``0..i-1``; nothing per layer is stored for autograd. Backward walks
 the layers in reverse with a second buffer of the same size that accumulates the
 gradient with respect to every map, so peak memory is two buffers of
-``in_channels + depth * width`` maps, whatever the depth.
+``in_channels + depth * width`` maps (plus the product maps of one block of layers),
+whatever the depth.
 
 Buffers are laid out channels-first, ``(maps, N, *spatial)``, so that the maps a
-layer reads are one contiguous ``(k, N * pixels)`` matrix: each layer's dilated
-convolution is one matrix product ``(width * taps, k) @ (k, N * pixels)`` followed by
-reflect padding of the ``taps`` product maps and shifted adds (reflect indexing is
-the same for every input map, so this equals the convolution exactly). Backward is
-the two matrix products of the same shapes plus the exact adjoint of the shifts and
-of the reflect padding.
+layer reads are one contiguous ``(k, N * pixels)`` matrix. Reflect indexing is the
+same for every input map, so a layer's dilated convolution is one matrix product
+``(width * taps, k) @ (k, N * pixels)`` followed by a shifted sum of the ``taps``
+product maps: shifted slices inside, reflected gathers on the ``dilation``-wide
+border frame. Layers are taken a block at a time, so the products of the older maps
+for a whole block are one matrix product. Backward is the two matrix products of the
+same shapes plus the exact adjoint of the shifted sum.
+
+The buffers are lent by a :class:`ScratchPool` kept by the network, so repeated calls
+reuse memory instead of having fresh pages zeroed. Under CUDA autocast the maps are
+stored in half precision (see :func:`map_dtype`).
 """
 
 from __future__ import annotations
@@ -421,7 +427,7 @@ def lean_backward(grad_out, buf, weights, final_weight, dilations, c_in, *, bloc
     g_out = grad_out.transpose(0, 1).reshape(grad_out.shape[1], -1)
     fw = final_weight.view(final_weight.shape[0], total)
     grad_fw = (g_out @ flat.t()).view_as(final_weight)
-    grad_fb = g_out.sum(1)
+    grad_fb = g_out.sum(1, dtype=_sum_dtype(g_out))
     gbuf = _alloc(pool, (total, g_out.shape[1]), g_out)
     torch.mm(fw.t(), g_out, out=gbuf)  # the final layer's backward, written straight into the gradient buffer
     ws = Workspace(_alias(buf[total:total + scratch]), taps, dmax)
@@ -447,6 +453,11 @@ def lean_backward(grad_out, buf, weights, final_weight, dilations, c_in, *, bloc
     return grad_x, grad_w, grad_b, grad_fw, grad_fb
 
 
+def _sum_dtype(t: torch.Tensor) -> torch.dtype:
+    """Sums of half-precision maps are taken in float32."""
+    return torch.float32 if t.dtype in (torch.float16, torch.bfloat16) else t.dtype
+
+
 def _layer_product_grads(gbuf, buf, mask, g_prod, k, width, dilations, offsets, spatial, ws) -> torch.Tensor:
     """ReLU and shift adjoints of one layer: fills ``g_prod``; returns the bias gradient ``(width,)``."""
     taps = len(offsets)
@@ -454,7 +465,7 @@ def _layer_product_grads(gbuf, buf, mask, g_prod, k, width, dilations, offsets, 
     for j in range(width):
         g_z = gbuf[k + j].view(buf.shape[1:])
         g_z.masked_fill_(torch.le(buf[k + j], 0, out=mask), 0)  # ReLU; this map's gradient is final here
-        gb.append(g_z.sum())
+        gb.append(g_z.sum(dtype=_sum_dtype(g_z)))
         d = dilations[j]
         shift_sum_adjoint(g_z, d, offsets, spatial, out=g_prod[j * taps : (j + 1) * taps], padded=ws.padded_view)
     return torch.stack(gb)
@@ -466,38 +477,73 @@ def _set_weight_grad(grad: torch.Tensor, rows_by_maps: torch.Tensor, width: int,
 
 
 class LeanMSDFunction(torch.autograd.Function):
-    """The MS-D block as one autograd node (first derivatives only)."""
+    """The MS-D block as one autograd node (first derivatives only).
+
+    The maps are stored in ``dtype`` (the parameters' own, or half precision under
+    CUDA autocast); gradients are returned in the dtypes of the inputs.
+    """
 
     @staticmethod
-    def forward(ctx, x, final_weight, final_bias, dilations, pool, depth, *params):
-        weights, biases = list(params[:depth]), list(params[depth:])
-        out, buf = lean_forward(x, weights, biases, final_weight, final_bias, dilations, keep_buffer=True,
-                                pool=pool)
-        ctx.save_for_backward(buf, final_weight, *weights)
+    def forward(ctx, x, final_weight, final_bias, dilations, pool, dtype, depth, *params):
+        weights, biases = [p.to(dtype) for p in params[:depth]], [p.to(dtype) for p in params[depth:]]
+        fw, fb = final_weight.to(dtype), final_bias.to(dtype)
+        out, buf = lean_forward(x.to(dtype), weights, biases, fw, fb, dilations, keep_buffer=True, pool=pool)
+        ctx.save_for_backward(buf, fw, *weights)
         ctx.dilations, ctx.c_in, ctx.pool = dilations, x.shape[1], pool
+        ctx.dtypes = [t.dtype for t in (x, final_weight, final_bias, *params)]
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         buf, final_weight, *weights = ctx.saved_tensors
-        gx, gw, gb, gfw, gfb = lean_backward(grad_out.contiguous(), buf, weights, final_weight, ctx.dilations,
-                                             ctx.c_in, pool=ctx.pool)
-        return (gx, gfw, gfb, None, None, None, *gw, *gb)
+        gx, gw, gb, gfw, gfb = lean_backward(grad_out.to(buf.dtype).contiguous(), buf, weights, final_weight,
+                                             ctx.dilations, ctx.c_in, pool=ctx.pool)
+        gx, gfw, gfb, *gp = [g.to(d) for g, d in zip([gx, gfw, gfb, *gw, *gb], ctx.dtypes)]
+        return (gx, gfw, gfb, None, None, None, None, *gp)
 
 
-def lean_msd(x, weights, biases, final_weight, final_bias, dilations, pool: ScratchPool | None = None) -> torch.Tensor:
+def map_dtype(x: torch.Tensor, param_dtype: torch.dtype) -> torch.dtype:
+    """The dtype the lean block stores its maps in.
+
+    Under CUDA autocast with float16 or bfloat16, the maps (and the products) are
+    kept in that half precision: half the memory, tensor-core products with float32
+    accumulation. Anywhere else, including CPU autocast, the parameters' dtype.
+    """
+    if x.device.type == "cuda" and torch.is_autocast_enabled("cuda"):
+        half = torch.get_autocast_dtype("cuda")
+        if half in (torch.float16, torch.bfloat16) and param_dtype == torch.float32:
+            return half
+    return param_dtype
+
+
+def lean_msd(x, weights, biases, final_weight, final_bias, dilations, pool: ScratchPool | None = None,
+             dtype: torch.dtype | None = None) -> torch.Tensor:
     """MS-D block output; under ``torch.no_grad`` only the map buffer and the output are kept.
 
-    Under autocast the block runs in the parameters' precision (the products are
-    written into preallocated buffers, which autocast cannot retype). ``pool``
-    (optional) lends the buffers and takes them back once unused.
+    Parameters
+    ----------
+    x : (N, C_in, *spatial) Tensor
+    weights, biases, final_weight, final_bias, dilations
+        As in :func:`lean_forward`.
+    pool : ScratchPool, optional
+        Lends the buffers and takes them back once unused.
+    dtype : torch.dtype, optional
+        Storage dtype of the maps; default :func:`map_dtype` (half precision under
+        CUDA autocast, else the parameters' dtype). Autocast itself is switched off
+        inside the block, whose products go into preallocated buffers.
+
+    Returns
+    -------
+    (N, C_out, *spatial) Tensor
+        In the storage dtype.
     """
+    dtype = dtype or map_dtype(x, final_weight.dtype)
     needs_grad = torch.is_grad_enabled() and (
         x.requires_grad or final_weight.requires_grad or any(w.requires_grad for w in weights)
     )
     with torch.autocast(device_type=x.device.type, enabled=False):
-        x = x.to(final_weight.dtype)
         if not needs_grad:
-            return lean_forward(x, weights, biases, final_weight, final_bias, dilations, keep_buffer=False,
-                                pool=pool)[0]
-        return LeanMSDFunction.apply(x, final_weight, final_bias, dilations, pool, len(weights), *weights, *biases)
+            cast = [[t.to(dtype) for t in ts] for ts in (weights, biases, [final_weight, final_bias])]
+            return lean_forward(x.to(dtype), cast[0], cast[1], *cast[2], dilations, keep_buffer=False, pool=pool)[0]
+        return LeanMSDFunction.apply(x, final_weight, final_bias, dilations, pool, dtype, len(weights), *weights,
+                                     *biases)
