@@ -126,34 +126,43 @@ def test_cpu_autocast_runs_the_block_in_float32():
 
 @pytest.mark.parametrize("spatial", [(13, 11), (40, 37), (9, 8, 7), (21, 22, 23)])
 @pytest.mark.parametrize("dilation", [1, 2, 3, 5])
-def test_framed_shift_sum_equals_padded_shift_sum(spatial, dilation, monkeypatch):
-    """The unpadded path (shifted slices inside, reflected gathers on the border frame) against padding."""
+def test_framed_and_box_shift_sums_equal_the_padded_shift_sum(spatial, dilation, monkeypatch):
+    """Both unpadded paths (reflected index tables on the frame; flipped border slabs) against padding."""
     from mixscale.nets import msd_lean as lean
 
     offsets = lean.tap_offsets(len(spatial))
     products = torch.randn(len(offsets), 2, *spatial, dtype=torch.float64)
+    with torch.enable_grad():  # under autograd the padded path is taken
+        padded = lean.shift_sum(products.clone().requires_grad_(), dilation, offsets, spatial).detach()
     lean._frame_indices.cache_clear()
     framed = lean.shift_sum(products, dilation, offsets, spatial)
     used = lean._frame_indices(dilation, spatial, len(offsets), "cpu") is not None
     assert used == all(s > 2 * dilation for s in spatial)
-    monkeypatch.setattr(lean, "FRAME_INDEX_LIMIT", 0)
+    monkeypatch.setattr(lean, "FRAME_INDEX_LIMIT", 0)  # no index tables: flipped slabs
     lean._frame_indices.cache_clear()
-    padded = lean.shift_sum(products, dilation, offsets, spatial)
+    boxes = lean.shift_sum(products, dilation, offsets, spatial)
     lean._frame_indices.cache_clear()
     torch.testing.assert_close(framed, padded, rtol=0, atol=1e-13)
+    torch.testing.assert_close(boxes, padded, rtol=0, atol=1e-13)
 
 
-@pytest.mark.parametrize("spatial", [(13, 11), (9, 8, 7)])
-@pytest.mark.parametrize("dilation", [1, 3])
-def test_framed_adjoint_is_the_adjoint_of_framed_shift_sum(spatial, dilation):
+@pytest.mark.parametrize("spatial", [(13, 11), (9, 8, 7), (5, 6, 7)])
+@pytest.mark.parametrize("dilation", [1, 3, 4])
+@pytest.mark.parametrize("tables", [True, False])
+def test_unpadded_adjoints_are_the_adjoints_of_their_shift_sums(spatial, dilation, tables, monkeypatch):
     from mixscale.nets import msd_lean as lean
 
+    if dilation >= min(spatial):
+        pytest.skip("reflection needs dilation < size")
+    if not tables:
+        monkeypatch.setattr(lean, "FRAME_INDEX_LIMIT", 0)
+    lean._frame_indices.cache_clear()
     offsets = lean.tap_offsets(len(spatial))
-    assert lean._frame_indices(dilation, spatial, len(offsets), "cpu") is not None
     y = torch.randn(len(offsets), 2, *spatial, dtype=torch.float64)
     g = torch.randn(2, *spatial, dtype=torch.float64)
     lhs = (lean.shift_sum(y, dilation, offsets, spatial) * g).sum()
     rhs = (y * lean.shift_sum_adjoint(g, dilation, offsets, spatial)).sum()
+    lean._frame_indices.cache_clear()
     assert abs(lhs - rhs) < 1e-12 * max(1.0, abs(lhs))
 
 

@@ -55,35 +55,6 @@ def _reflect_index(size: int, dilation: int, side: str, device) -> torch.Tensor:
     return torch.arange(size + dilation - 2, size - 2, -1, device=device)  # cell d+S-1+m takes d+S-1-m
 
 
-class Workspace:
-    """Scratch tensors made once per call and reused by every layer.
-
-    Reusing them keeps the allocator from fragmenting (which otherwise inflates the
-    resident memory several times over) and avoids page faults on fresh memory. The
-    padded scratch is only made when a layer needs it (the framed shifted sum does
-    not).
-
-    Parameters
-    ----------
-    prod : (rows, N, *spatial) Tensor
-        Product maps of a block of layers.
-    taps, max_dilation : int
-        Size of the padded scratch ``(taps, N, *(spatial + 2 * max_dilation))``.
-    """
-
-    def __init__(self, prod: torch.Tensor, taps: int, max_dilation: int):
-        self.prod = prod
-        self.spatial = tuple(prod.shape[2:])
-        self.taps, self.max_dilation = taps, max_dilation
-        self.padded = None
-
-    def padded_view(self, dilation: int) -> torch.Tensor:
-        if self.padded is None:
-            padded = tuple(s + 2 * self.max_dilation for s in self.spatial)
-            self.padded = self.prod.new_empty((self.taps, self.prod.shape[1], *padded))
-        return self.padded[(slice(None), slice(None)) + tuple(slice(0, s + 2 * dilation) for s in self.spatial)]
-
-
 def _alias(t: torch.Tensor) -> torch.Tensor:
     """A tensor on ``t``'s memory with its own version counter.
 
@@ -193,8 +164,10 @@ def shift_sum(products: torch.Tensor, dilation: int, offsets, spatial, *, out=No
         Where to write the result ``(N, *spatial)``.
     padded : Tensor or callable, optional
         Scratch for the padded taps ``(taps, N, *(spatial + 2 * dilation))``, or a
-        function of the dilation that returns it; only used where the frame
-        gathers are not (autograd, very large 3D frames).
+        function of the dilation that returns it; only used under autograd (the
+        ``taps`` path). Otherwise the interior is added from shifted slices and the
+        ``dilation``-wide border frame from reflected index tables (or, where those
+        would be large, from flipped border slabs).
 
     Returns
     -------
@@ -203,8 +176,10 @@ def shift_sum(products: torch.Tensor, dilation: int, offsets, spatial, *, out=No
     out = products.new_empty(products.shape[1:]) if out is None else out
     frame = _frame_indices(dilation, tuple(spatial), len(offsets), str(products.device))
     tracked = torch.is_grad_enabled() and products.requires_grad  # the "taps" path differentiates this
-    if frame is not None and not tracked and products.is_contiguous() and out.is_contiguous():
-        return _shift_sum_framed(products, dilation, offsets, spatial, out, frame)
+    if not tracked and products.is_contiguous() and out.is_contiguous():
+        if frame is not None:
+            return _shift_sum_framed(products, dilation, offsets, spatial, out, frame)
+        return _shift_sum_boxes(products, dilation, offsets, spatial, out)
     padded = _padded_scratch(padded, products, dilation, spatial)
     reflect_pad_into(products, padded, dilation)
     out.copy_(padded[(0, slice(None)) + _window(offsets[0], dilation, spatial)])
@@ -295,14 +270,65 @@ def _shift_sum_adjoint_framed(grad, dilation, offsets, spatial, out, frame) -> t
     return out
 
 
+def _axis_pieces(offset: int, dilation: int, size: int):
+    """How one axis of a tap's shifted map is read: ``[(out slice, source slice, flipped)]``.
+
+    Output pixel ``p`` reads source ``reflect(p + (offset - 1) * dilation)``: a plain
+    shift for most pixels and, on the ``dilation``-wide side the shift leaves, a flipped
+    slice (reflection without repeating the edge).
+    """
+    d = dilation
+    if offset == 1:
+        return [(slice(0, size), slice(0, size), False)]
+    if offset == 2:
+        return [(slice(0, size - d), slice(d, size), False), (slice(size - d, size), slice(size - 1 - d, size - 1), True)]
+    return [(slice(0, d), slice(1, d + 1), True), (slice(d, size), slice(0, size - d), False)]
+
+
+def _tap_boxes(offset, dilation: int, spatial):
+    """Boxes partitioning the output of one tap: ``[(out index, source index, flipped axes)]``
+    for tensors ``(N, *spatial)``."""
+    boxes = []
+    for pieces in itertools.product(*[_axis_pieces(o, dilation, s) for o, s in zip(offset, spatial)]):
+        out = (slice(None),) + tuple(p[0] for p in pieces)
+        src = (slice(None),) + tuple(p[1] for p in pieces)
+        boxes.append((out, src, [a + 1 for a, p in enumerate(pieces) if p[2]]))
+    return boxes
+
+
+def _shift_sum_boxes(products, dilation, offsets, spatial, out) -> torch.Tensor:
+    """:func:`shift_sum` by boxes: shifted slices, and flipped slabs ``dilation`` thick at the borders."""
+    for t, offset in enumerate(offsets):
+        for o, src, flip in _tap_boxes(offset, dilation, spatial):
+            piece = products[t][src]
+            piece = piece.flip(flip) if flip else piece
+            if t == 0:
+                out[o].copy_(piece)
+            else:
+                out[o].add_(piece)
+    return out
+
+
+def _shift_sum_adjoint_boxes(grad, dilation, offsets, spatial, out) -> torch.Tensor:
+    """Adjoint of :func:`_shift_sum_boxes`: every box of the gradient added back to its source."""
+    out.zero_()
+    for t, offset in enumerate(offsets):
+        for o, src, flip in _tap_boxes(offset, dilation, spatial):
+            piece = grad[o]
+            out[t][src].add_(piece.flip(flip) if flip else piece)
+    return out
+
+
 def shift_sum_adjoint(grad: torch.Tensor, dilation: int, offsets, spatial, *, out=None, padded=None):
     """Exact adjoint of :func:`shift_sum`: ``(N, *spatial) -> (taps, N, *spatial)``."""
     taps = len(offsets)
     frame = _frame_indices(dilation, tuple(spatial), taps, str(grad.device))
     tracked = torch.is_grad_enabled() and grad.requires_grad
-    if frame is not None and not tracked and grad.is_contiguous() and (out is None or out.is_contiguous()):
+    if not tracked and grad.is_contiguous() and (out is None or out.is_contiguous()):
         out = grad.new_empty((taps, *grad.shape)) if out is None else out
-        return _shift_sum_adjoint_framed(grad, dilation, offsets, spatial, out, frame)
+        if frame is not None:
+            return _shift_sum_adjoint_framed(grad, dilation, offsets, spatial, out, frame)
+        return _shift_sum_adjoint_boxes(grad, dilation, offsets, spatial, out)
     padded = _padded_scratch(padded, grad.expand(taps, *grad.shape), dilation, spatial)
     padded.zero_()
     for t, offset in enumerate(offsets):
@@ -313,10 +339,19 @@ def shift_sum_adjoint(grad: torch.Tensor, dilation: int, offsets, spatial, *, ou
     return out.copy_(centre)
 
 
-# layers whose products share one matrix product over the older maps (see ``lean_forward``
-# and ``lean_backward``): the product maps of a block, ``width * taps * BLOCK_LAYERS`` maps,
-# live in extra rows at the end of the map buffer, in the forward and in the backward
-BLOCK_LAYERS = 6
+# Layers are taken in blocks whose products share one matrix product over the older maps
+# (see ``lean_forward`` and ``lean_backward``). A block's product maps live in extra rows at
+# the end of the map buffer, used by the forward and again by the backward. Training keeps
+# them to about TRAIN_BLOCK_ROWS maps (with the gradient buffer, 512^2 at depth 100 stays
+# within 300 MB: 6 layers in 2D, 2 in 3D); inference, which holds no gradient buffer, takes
+# INFER_BLOCK_ROWS (8 layers in 2D). Longer blocks make denser matrix products.
+TRAIN_BLOCK_ROWS = 54
+INFER_BLOCK_ROWS = 72
+
+
+def block_layers(rows: int, width: int, spatial_dims: int) -> int:
+    """Layers per block for a budget of ``rows`` product maps (at least one layer)."""
+    return max(1, rows // (width * 3**spatial_dims))
 
 
 def _blocks(depth: int, block: int):
@@ -328,13 +363,13 @@ def _block_weight(weights, i0: int, i1: int, k0: int) -> torch.Tensor:
     return torch.cat([flat_weight(w)[:, :k0] for w in weights[i0:i1]])
 
 
-def _layout(x_shape, weights, dilations, block: int):
-    """Sizes shared by forward and backward: ``(total maps, width, offsets, scratch rows, max dilation)``."""
+def _layout(x_shape, weights, block: int):
+    """Sizes shared by forward and backward: ``(total maps, width, tap offsets, scratch rows)``."""
     c_in, spatial = x_shape[1], x_shape[2:]
     width = weights[0].shape[0] if weights else 0
     offsets = tap_offsets(len(spatial))
     scratch = width * len(offsets) * min(block, len(weights))
-    return c_in + len(weights) * width, width, offsets, scratch, max((max(d) for d in dilations), default=1)
+    return c_in + len(weights) * width, width, offsets, scratch
 
 
 def lean_forward(x, weights, biases, final_weight, final_bias, dilations, *, keep_buffer: bool,
@@ -353,7 +388,8 @@ def lean_forward(x, weights, biases, final_weight, final_bias, dilations, *, kee
     final_weight : (C_out, C_in + depth * width, 1, ...) Tensor
     dilations : list of per-layer lists of ints
     block : int, optional
-        Layers per matrix product (default :data:`BLOCK_LAYERS`).
+        Layers per matrix product (default from :data:`TRAIN_BLOCK_ROWS` when the buffer
+        is kept for a backward, else :data:`INFER_BLOCK_ROWS`).
     pool : ScratchPool, optional
         Where the buffer comes from (and goes back to once unused).
 
@@ -364,16 +400,17 @@ def lean_forward(x, weights, biases, final_weight, final_bias, dilations, *, kee
         The maps, then the scratch rows that held the products (reused by backward).
     """
     n, c_in, *spatial = x.shape
-    block = block or BLOCK_LAYERS
-    total, width, offsets, scratch, dmax = _layout(x.shape, weights, dilations, block)
+    rows_budget = TRAIN_BLOCK_ROWS if keep_buffer else INFER_BLOCK_ROWS
+    block = block or block_layers(rows_budget, biases[0].shape[0] if biases else 1, len(spatial))
+    total, width, offsets, scratch = _layout(x.shape, weights, block)
     taps, rows = len(offsets), width * len(offsets)
     buf = _alloc(pool, (total + scratch, n, *spatial), x)
     buf[:c_in] = x.transpose(0, 1)
     flat = buf.view(total + scratch, -1)
-    ws = Workspace(buf[total:], taps, dmax)
+    scratch_maps = buf[total:]
     for i0, i1 in _blocks(len(weights), block):
         k0 = c_in + i0 * width
-        prods = ws.prod[: rows * (i1 - i0)]
+        prods = scratch_maps[: rows * (i1 - i0)]
         _products(_block_weight(weights, i0, i1, k0), flat[:k0], prods.view(rows * (i1 - i0), -1))
         for i in range(i0, i1):
             k = c_in + i * width
@@ -382,8 +419,7 @@ def lean_forward(x, weights, biases, final_weight, final_bias, dilations, *, kee
                 prod.view(rows, -1).addmm_(flat_weight(weights[i])[:, k0:k], flat[k0:k])
             for j in range(width):
                 d = dilations[i][j]
-                z = shift_sum(prod[j * taps : (j + 1) * taps], d, offsets, spatial, out=buf[k + j],
-                              padded=ws.padded_view)
+                z = shift_sum(prod[j * taps : (j + 1) * taps], d, offsets, spatial, out=buf[k + j])
                 z.add_(biases[i][j]).relu_()
     out = torch.addmm(final_bias[:, None], final_weight.view(final_weight.shape[0], total), flat[:total])
     out = out.view(-1, n, *spatial).transpose(0, 1)
@@ -420,8 +456,8 @@ def lean_backward(grad_out, buf, weights, final_weight, dilations, c_in, *, bloc
     grad_x, [grad_weight_i], [grad_bias_i], grad_final_weight, grad_final_bias
     """
     n, spatial = buf.shape[1], buf.shape[2:]
-    block = block or BLOCK_LAYERS
-    total, width, offsets, scratch, dmax = _layout((n, c_in, *spatial), weights, dilations, block)
+    block = block or block_layers(TRAIN_BLOCK_ROWS, weights[0].shape[0] if weights else 1, len(spatial))
+    total, width, offsets, scratch = _layout((n, c_in, *spatial), weights, block)
     taps, rows = len(offsets), width * len(offsets)
     flat = buf.view(buf.shape[0], -1)[:total]
     g_out = grad_out.transpose(0, 1).reshape(grad_out.shape[1], -1)
@@ -430,17 +466,17 @@ def lean_backward(grad_out, buf, weights, final_weight, dilations, c_in, *, bloc
     grad_fb = g_out.sum(1, dtype=_sum_dtype(g_out))
     gbuf = _alloc(pool, (total, g_out.shape[1]), g_out)
     torch.mm(fw.t(), g_out, out=gbuf)  # the final layer's backward, written straight into the gradient buffer
-    ws = Workspace(_alias(buf[total:total + scratch]), taps, dmax)
+    scratch_maps = _alias(buf[total:total + scratch])
     mask = torch.empty(buf.shape[1:], dtype=torch.bool, device=buf.device)
     grad_w = [torch.empty_like(w) for w in weights]
     grad_b = [None] * len(weights)
     for i0, i1 in reversed(_blocks(len(weights), block)):
         k0 = c_in + i0 * width
-        g_prods = ws.prod[: rows * (i1 - i0)]
+        g_prods = scratch_maps[: rows * (i1 - i0)]
         for i in reversed(range(i0, i1)):
             k = c_in + i * width
             g_prod = g_prods[(i - i0) * rows : (i - i0 + 1) * rows]
-            grad_b[i] = _layer_product_grads(gbuf, buf, mask, g_prod, k, width, dilations[i], offsets, spatial, ws)
+            grad_b[i] = _layer_product_grads(gbuf, buf, mask, g_prod, k, width, dilations[i], offsets, spatial)
             if k > k0:  # maps made earlier in this block: their gradients are needed next
                 gbuf[k0:k].addmm_(flat_weight(weights[i])[:, k0:k].t(), g_prod.view(rows, -1))
         g_blk = g_prods.view(rows * (i1 - i0), -1)
@@ -458,7 +494,7 @@ def _sum_dtype(t: torch.Tensor) -> torch.dtype:
     return torch.float32 if t.dtype in (torch.float16, torch.bfloat16) else t.dtype
 
 
-def _layer_product_grads(gbuf, buf, mask, g_prod, k, width, dilations, offsets, spatial, ws) -> torch.Tensor:
+def _layer_product_grads(gbuf, buf, mask, g_prod, k, width, dilations, offsets, spatial) -> torch.Tensor:
     """ReLU and shift adjoints of one layer: fills ``g_prod``; returns the bias gradient ``(width,)``."""
     taps = len(offsets)
     gb = []
@@ -467,7 +503,7 @@ def _layer_product_grads(gbuf, buf, mask, g_prod, k, width, dilations, offsets, 
         g_z.masked_fill_(torch.le(buf[k + j], 0, out=mask), 0)  # ReLU; this map's gradient is final here
         gb.append(g_z.sum(dtype=_sum_dtype(g_z)))
         d = dilations[j]
-        shift_sum_adjoint(g_z, d, offsets, spatial, out=g_prod[j * taps : (j + 1) * taps], padded=ws.padded_view)
+        shift_sum_adjoint(g_z, d, offsets, spatial, out=g_prod[j * taps : (j + 1) * taps])
     return torch.stack(gb)
 
 
