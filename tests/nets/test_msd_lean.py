@@ -223,6 +223,23 @@ def test_scratch_pool_lends_the_same_memory_again_and_copies_start_empty():
     assert copy.deepcopy(pool).idle_bytes == 0
 
 
+def test_scratch_pool_lets_go_of_buffers_not_lent_again():
+    """A big buffer of an occasional call (validation on a whole image) does not stay resident."""
+    from mixscale.nets.msd_lean import ScratchPool
+
+    pool = ScratchPool(keep=4, max_idle=3)
+    f32, f64 = torch.empty(0), torch.empty(0, dtype=torch.float64)
+    big = pool.take((1000,), f32)  # request 1
+    del big
+    for _ in range(3):  # requests 2-4 in float64 never use the float32 buffer
+        small = pool.take((10,), f64)
+        del small
+    assert any(t.numel() == 1000 for t, _ in pool._idle)  # idle for 3 requests: kept
+    small = pool.take((10,), f64)  # request 5
+    assert all(t.numel() != 1000 for t, _ in pool._idle)
+    assert pool.idle_bytes == 0  # the one float64 buffer is lent out
+
+
 def test_concurrent_inference_from_two_threads_is_exact():
     """Block-wise prediction runs tiles of one model in two threads; the pool is shared."""
     from concurrent.futures import ThreadPoolExecutor

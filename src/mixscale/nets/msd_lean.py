@@ -74,18 +74,24 @@ class ScratchPool:
     step. The pool lends a buffer as a tensor of its own; when the last user lets go
     of it (the end of a forward, or autograd freeing the graph after backward) it
     comes back to the pool, so a buffer that a pending backward still needs is never
-    lent twice. On CUDA, PyTorch's caching allocator already does this, and the pool
-    allocates directly.
+    lent twice. A request takes the smallest idle buffer that is large enough. On
+    CUDA, PyTorch's caching allocator already does this, and the pool allocates
+    directly.
 
     Parameters
     ----------
     keep : int
         Most idle buffers kept; the smallest go first.
+    max_idle : int
+        An idle buffer not lent again within this many requests is let go, so a
+        large buffer of an occasional call (validation on whole images between
+        training steps on patches) does not stay resident.
     """
 
-    def __init__(self, keep: int = 4):
-        self.keep = keep
-        self._idle: list[torch.Tensor] = []
+    def __init__(self, keep: int = 4, max_idle: int = 8):
+        self.keep, self.max_idle = keep, max_idle
+        self._idle: list[tuple[torch.Tensor, int]] = []  # (buffer, request count when it came back)
+        self._requests = 0
         self._lock = threading.RLock()  # a finalizer can run inside ``take`` on the same thread
 
     def take(self, shape, like: torch.Tensor) -> torch.Tensor:
@@ -94,10 +100,11 @@ class ScratchPool:
             return like.new_empty(shape)
         numel = math.prod(shape)
         with self._lock:
-            fits = [t for t in self._idle if t.dtype == like.dtype and t.numel() >= numel]
+            self._requests += 1
+            self._idle = [(t, at) for t, at in self._idle if self._requests - at <= self.max_idle]
+            fits = [t for t, _ in self._idle if t.dtype == like.dtype and t.numel() >= numel]
             base = min(fits, key=torch.Tensor.numel) if fits else None
-            if base is not None:
-                self._idle = [t for t in self._idle if t is not base]
+            self._idle = [(t, at) for t, at in self._idle if t is not base]
         if base is None:
             base = like.new_empty(numel)
         lent = _alias(base[:numel].view(shape))
@@ -106,15 +113,15 @@ class ScratchPool:
 
     def _give_back(self, base: torch.Tensor) -> None:
         with self._lock:
-            self._idle.append(base)
-            self._idle.sort(key=torch.Tensor.numel)
+            self._idle.append((base, self._requests))
+            self._idle.sort(key=lambda e: e[0].numel())
             del self._idle[: max(0, len(self._idle) - self.keep)]
 
     @property
     def idle_bytes(self) -> int:
         """Bytes held by idle buffers."""
         with self._lock:
-            return sum(t.numel() * t.element_size() for t in self._idle)
+            return sum(t.numel() * t.element_size() for t, _ in self._idle)
 
     def clear(self) -> None:
         """Let go of every idle buffer (their memory returns to the system)."""
@@ -122,10 +129,10 @@ class ScratchPool:
             self._idle = []
 
     def __deepcopy__(self, memo):  # a copied network starts with an empty pool of its own
-        return ScratchPool(self.keep)
+        return ScratchPool(self.keep, self.max_idle)
 
     def __reduce__(self):
-        return ScratchPool, (self.keep,)
+        return ScratchPool, (self.keep, self.max_idle)
 
 
 def _alloc(pool: ScratchPool | None, shape, like: torch.Tensor) -> torch.Tensor:

@@ -152,6 +152,12 @@ class MixscaleModule(L.LightningModule):
             self.log("val_mse", self._sq_err / self._count, sync_dist=True)
             self.log("val_mae", self._abs_err / self._count, sync_dist=True)
 
+    def on_fit_end(self) -> None:
+        # the lean MS-D keeps its map buffers between steps; training is over, let them go
+        for module in self.net.modules():
+            if hasattr(module, "release_scratch"):
+                module.release_scratch()
+
     def configure_optimizers(self):
         opt = build_optimizer(self.net.parameters(), **self.optim_kwargs)
         sched = build_scheduler(opt, max_epochs=self.trainer.max_epochs, **self.schedule_kwargs)
