@@ -223,6 +223,18 @@ def test_scratch_pool_lends_the_same_memory_again_and_copies_start_empty():
     assert copy.deepcopy(pool).idle_bytes == 0
 
 
+def test_scratch_pool_keeps_one_buffer_for_growing_requests():
+    """Tiles of growing size (corner, edge, interior) must not each leave a buffer resident."""
+    from mixscale.nets.msd_lean import ScratchPool
+
+    pool, like = ScratchPool(keep=4), torch.empty(0)
+    for size in (100, 200, 300, 150):
+        lent = pool.take((size,), like)
+        del lent
+        assert len(pool._idle) == 1
+    assert pool.idle_bytes == 300 * 4
+
+
 def test_scratch_pool_lets_go_of_buffers_not_lent_again():
     """A big buffer of an occasional call (validation on a whole image) does not stay resident."""
     from mixscale.nets.msd_lean import ScratchPool

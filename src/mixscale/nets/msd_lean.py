@@ -74,7 +74,9 @@ class ScratchPool:
     step. The pool lends a buffer as a tensor of its own; when the last user lets go
     of it (the end of a forward, or autograd freeing the graph after backward) it
     comes back to the pool, so a buffer that a pending backward still needs is never
-    lent twice. A request takes the smallest idle buffer that is large enough. On
+    lent twice. A request takes the smallest idle buffer that is large enough; one
+    that none fits lets the smaller idle buffers go before a new one is made (tiles
+    of several sizes would otherwise each leave one resident). On
     CUDA, PyTorch's caching allocator already does this, and the pool allocates
     directly.
 
@@ -104,6 +106,8 @@ class ScratchPool:
             self._idle = [(t, at) for t, at in self._idle if self._requests - at <= self.max_idle]
             fits = [t for t, _ in self._idle if t.dtype == like.dtype and t.numel() >= numel]
             base = min(fits, key=torch.Tensor.numel) if fits else None
+            if base is None:  # the new buffer will serve the smaller ones' requests too: let them go first
+                self._idle = [(t, at) for t, at in self._idle if t.dtype != like.dtype or t.numel() > numel]
             self._idle = [(t, at) for t, at in self._idle if t is not base]
         if base is None:
             base = like.new_empty(numel)
