@@ -208,7 +208,7 @@ def _padded_scratch(padded, like: torch.Tensor, dilation: int, spatial) -> torch
     return padded
 
 
-FRAME_INDEX_LIMIT = 1 << 21  # taps x frame pixels; above it (large 3D volumes) padding is used instead
+FRAME_INDEX_LIMIT = 1 << 21  # taps x frame pixels; above it (large 3D volumes) flipped slabs are used instead
 
 
 def _reflect(i: torch.Tensor, size: int) -> torch.Tensor:
