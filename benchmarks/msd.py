@@ -12,6 +12,10 @@ arithmetic bound is printed (flops / time / matrix-product flop rate).
 
     .venv/bin/python benchmarks/msd.py                 # full table (about 20 minutes on 2 cores)
     .venv/bin/python benchmarks/msd.py --quick         # 512x512, depth 100 only
+    .venv/bin/python benchmarks/msd.py --device cuda --amp fp16   # on a GPU: peak GPU memory, half maps
+
+On CUDA, times are taken after synchronising and memory is the peak of
+``torch.cuda.max_memory_allocated`` above what was allocated before the first step.
 """
 
 from __future__ import annotations
@@ -71,59 +75,70 @@ def worker(args) -> dict:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    dims = args.dims
+    dims, dev = args.dims, torch.device(args.device)
+    cuda = dev.type == "cuda"
     shape = (1, 1, *(args.size,) * dims)
-    net = MSDNet(spatial_dims=dims, depth=args.depth, width=1, out_channels=2)
-    x = torch.randn(*shape)
-    target = torch.randint(0, 2, (1, *shape[2:]))
+    net = MSDNet(spatial_dims=dims, depth=args.depth, width=1, out_channels=2).to(dev)
+    x = torch.randn(*shape, device=dev)
+    target = torch.randint(0, 2, (1, *shape[2:]), device=dev)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    amp = {"none": None, "fp16": torch.float16, "bf16": torch.bfloat16}[args.amp]
 
     def forward():
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
             net(x, impl=args.impl)
 
     def train_step():
         opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(net(x, impl=args.impl), target)
+        with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
+            loss = torch.nn.functional.cross_entropy(net(x, impl=args.impl).float(), target)
         loss.backward()
         opt.step()
 
     step = forward if args.mode == "forward" else train_step
-    base = rss_mb("VmRSS")
-    reset_peak()
+    base = torch.cuda.memory_allocated(dev) if cuda else rss_mb("VmRSS")
+    torch.cuda.reset_peak_memory_stats(dev) if cuda else reset_peak()
     times = []
     for r in range(args.warmup + args.repeats):
         t0 = time.perf_counter()
         step()
+        if cuda:
+            torch.cuda.synchronize(dev)
         if r >= args.warmup:
             times.append(time.perf_counter() - t0)
-    return {"median_s": statistics.median(times), "times": times, "peak_above_base_mb": rss_mb("VmHWM") - base}
+    peak = torch.cuda.max_memory_allocated(dev) / 2**20 - base / 2**20 if cuda else rss_mb("VmHWM") - base
+    return {"median_s": statistics.median(times), "times": times, "peak_above_base_mb": peak}
 
 
-def machine_bounds(threads: int) -> dict:
+def machine_bounds(threads: int, device: str = "cpu") -> dict:
     """Matrix-product GFLOP/s (2048^2 sgemm) and streaming copy GB/s (256 MB, preallocated)."""
     import torch
 
     torch.set_num_threads(threads)
-    a, b, c = torch.randn(2048, 2048), torch.randn(2048, 2048), torch.empty(2048, 2048)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    a, b, c = (torch.randn(2048, 2048, device=device) for _ in range(3))
     torch.mm(a, b, out=c)
+    sync()
     t0 = time.perf_counter()
     for _ in range(5):
         torch.mm(a, b, out=c)
+    sync()
     gflops = 5 * 2 * 2048**3 / (time.perf_counter() - t0) / 1e9
-    src, dst = torch.randn(64 * 2**20), torch.empty(64 * 2**20)
+    src, dst = torch.randn(64 * 2**20, device=device), torch.empty(64 * 2**20, device=device)
     dst.copy_(src)
+    sync()
     t0 = time.perf_counter()
     for _ in range(5):
         dst.copy_(src)
+    sync()
     gbs = 5 * 2 * src.numel() * 4 / (time.perf_counter() - t0) / 1e9
     return {"matmul_gflops": gflops, "stream_gbs": gbs}
 
 
-def run_config(impl, dims, size, depth, mode, repeats, warmup, threads) -> dict:
+def run_config(impl, dims, size, depth, mode, repeats, warmup, threads, device="cpu", amp="none") -> dict:
     cmd = [sys.executable, __file__, "--worker", "--impl", impl, "--dims", str(dims), "--size", str(size),
            "--depth", str(depth), "--mode", mode, "--repeats", str(repeats), "--warmup", str(warmup),
-           "--threads", str(threads)]
+           "--threads", str(threads), "--device", device, "--amp", amp]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"}
@@ -131,9 +146,9 @@ def run_config(impl, dims, size, depth, mode, repeats, warmup, threads) -> dict:
 
 
 def table(args) -> None:
-    bounds = machine_bounds(args.threads)
+    bounds = machine_bounds(args.threads, args.device)
     print(f"machine: {bounds['matmul_gflops']:.0f} GFLOP/s (2048^2 sgemm), {bounds['stream_gbs']:.1f} GB/s "
-          f"(256 MB copy), {args.threads} threads")
+          f"(256 MB copy), {args.threads} threads, device {args.device}, amp {args.amp}")
     configs = [(2, 512, 100)] if args.quick else (
         [(2, s, d) for d in (50, 100) for s in CONFIGS_2D] + [(3, s, d) for d in (50, 100) for s in CONFIGS_3D])
     print(f"{'config':<22}{'mode':<9}{'lean s':>9}{'lean MB':>9}{'naive s':>10}{'naive MB':>10}"
@@ -142,11 +157,12 @@ def table(args) -> None:
     for dims, size, depth in configs:
         pixels = size**dims
         for mode in ("forward", "train"):
-            lean = run_config("lean", dims, size, depth, mode, args.repeats, 1, args.threads)
+            lean = run_config("lean", dims, size, depth, mode, args.repeats, 1, args.threads, args.device, args.amp)
             mem_gb, secs = naive_estimates(depth, pixels, dims)
             naive_ok = (mode == "forward" or mem_gb < NAIVE_TRAIN_LIMIT_GB) and secs / (1 if mode == "train" else 5) \
                 < NAIVE_SECONDS_LIMIT and not args.no_naive
-            naive = run_config("direct", dims, size, depth, mode, args.naive_repeats, 0, args.threads) \
+            naive = run_config("direct", dims, size, depth, mode, args.naive_repeats, 0, args.threads, args.device,
+                               args.amp) \
                 if naive_ok else {"skipped": f"est. {mem_gb:.0f} GB / {secs:.0f} s"}
             flops = msd_flops(depth, 1, 1, 2, dims, pixels) * (3 if mode == "train" else 1)
             row = {"dims": dims, "size": size, "depth": depth, "mode": mode, "lean": lean, "naive": naive,
@@ -178,6 +194,9 @@ def main() -> None:
     p.add_argument("--naive-repeats", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-naive", action="store_true")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+    p.add_argument("--amp", default="none", choices=["none", "fp16", "bf16"],
+                   help="autocast dtype (on CUDA the lean MS-D then stores half-precision maps)")
     p.add_argument("--json", default=None, help="also write the results here")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--impl", default="lean", help=argparse.SUPPRESS)
