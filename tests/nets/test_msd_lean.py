@@ -312,3 +312,14 @@ def test_half_precision_maps_take_half_the_buffer_memory():
                      net.channel_dilations, pool=net._scratch, dtype=dtype)
         held[dtype] = net._scratch.idle_bytes
     assert held[torch.bfloat16] * 2 == held[torch.float32] > 0
+
+
+def test_backward_called_under_cpu_autocast_is_unchanged():
+    net = _net(2, 1, 2, 5, 1, [1, 2, 3], dtype=torch.float32)
+    x = torch.randn(2, 1, 20, 20)
+    ref = torch.autograd.grad(net(x).sum(), list(net.parameters()))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        grads = torch.autograd.grad(net(x).sum(), list(net.parameters()))
+    for a, b in zip(grads, ref):
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a, b)

@@ -543,8 +543,9 @@ class LeanMSDFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         buf, final_weight, *weights = ctx.saved_tensors
-        gx, gw, gb, gfw, gfb = lean_backward(grad_out.to(buf.dtype).contiguous(), buf, weights, final_weight,
-                                             ctx.dilations, ctx.c_in, pool=ctx.pool)
+        with torch.autocast(device_type=buf.device.type, enabled=False):  # a backward called under autocast
+            gx, gw, gb, gfw, gfb = lean_backward(grad_out.to(buf.dtype).contiguous(), buf, weights, final_weight,
+                                                 ctx.dilations, ctx.c_in, pool=ctx.pool)
         gx, gfw, gfb, *gp = [g.to(d) for g, d in zip([gx, gfw, gfb, *gw, *gb], ctx.dtypes)]
         return (gx, gfw, gfb, None, None, None, None, *gp)
 
