@@ -173,10 +173,9 @@ def shift_sum(products: torch.Tensor, dilation: int, offsets, spatial, *, out=No
         One map per kernel tap (the matrix product of the weights with the maps).
     out : Tensor, optional
         Where to write the result ``(N, *spatial)``.
-    padded : Tensor or callable, optional
-        Scratch for the padded taps ``(taps, N, *(spatial + 2 * dilation))``, or a
-        function of the dilation that returns it; only used under autograd (the
-        ``taps`` path). Otherwise the interior is added from shifted slices and the
+    padded : Tensor, optional
+        Scratch for the padded taps ``(taps, N, *(spatial + 2 * dilation))``; only
+        used under autograd (the ``taps`` path). Otherwise the interior is added from shifted slices and the
         ``dilation``-wide border frame from reflected index tables (or, where those
         would be large, from flipped border slabs).
 
@@ -200,9 +199,7 @@ def shift_sum(products: torch.Tensor, dilation: int, offsets, spatial, *, out=No
 
 
 def _padded_scratch(padded, like: torch.Tensor, dilation: int, spatial) -> torch.Tensor:
-    """``padded`` itself, its value for ``dilation`` when it is a function, or a new tensor."""
-    if callable(padded):
-        return padded(dilation)
+    """``padded`` itself, or a new ``(taps, N, *(spatial + 2 * dilation))`` tensor."""
     if padded is None:
         return like.new_empty((like.shape[0], like.shape[1], *(s + 2 * dilation for s in spatial)))
     return padded
@@ -292,7 +289,8 @@ def _axis_pieces(offset: int, dilation: int, size: int):
     if offset == 1:
         return [(slice(0, size), slice(0, size), False)]
     if offset == 2:
-        return [(slice(0, size - d), slice(d, size), False), (slice(size - d, size), slice(size - 1 - d, size - 1), True)]
+        return [(slice(0, size - d), slice(d, size), False),
+                (slice(size - d, size), slice(size - 1 - d, size - 1), True)]
     return [(slice(0, d), slice(1, d + 1), True), (slice(d, size), slice(0, size - d), False)]
 
 
@@ -374,13 +372,18 @@ def _block_weight(weights, i0: int, i1: int, k0: int) -> torch.Tensor:
     return torch.cat([flat_weight(w)[:, :k0] for w in weights[i0:i1]])
 
 
-def _layout(x_shape, weights, block: int):
-    """Sizes shared by forward and backward: ``(total maps, width, tap offsets, scratch rows)``."""
+def _layout(x_shape, weights, block: int | None, rows_budget: int):
+    """Sizes shared by forward and backward.
+
+    Returns ``(layers per block, total maps, width, tap offsets, scratch rows)``;
+    ``block`` defaults to what ``rows_budget`` product maps allow.
+    """
     c_in, spatial = x_shape[1], x_shape[2:]
     width = weights[0].shape[0] if weights else 0
     offsets = tap_offsets(len(spatial))
+    block = block or block_layers(rows_budget, max(width, 1), len(spatial))
     scratch = width * len(offsets) * min(block, len(weights))
-    return c_in + len(weights) * width, width, offsets, scratch
+    return block, c_in + len(weights) * width, width, offsets, scratch
 
 
 def lean_forward(x, weights, biases, final_weight, final_bias, dilations, *, keep_buffer: bool,
@@ -412,8 +415,7 @@ def lean_forward(x, weights, biases, final_weight, final_bias, dilations, *, kee
     """
     n, c_in, *spatial = x.shape
     rows_budget = TRAIN_BLOCK_ROWS if keep_buffer else INFER_BLOCK_ROWS
-    block = block or block_layers(rows_budget, biases[0].shape[0] if biases else 1, len(spatial))
-    total, width, offsets, scratch = _layout(x.shape, weights, block)
+    block, total, width, offsets, scratch = _layout(x.shape, weights, block, rows_budget)
     taps, rows = len(offsets), width * len(offsets)
     buf = _alloc(pool, (total + scratch, n, *spatial), x)
     buf[:c_in] = x.transpose(0, 1)
@@ -467,8 +469,7 @@ def lean_backward(grad_out, buf, weights, final_weight, dilations, c_in, *, bloc
     grad_x, [grad_weight_i], [grad_bias_i], grad_final_weight, grad_final_bias
     """
     n, spatial = buf.shape[1], buf.shape[2:]
-    block = block or block_layers(TRAIN_BLOCK_ROWS, weights[0].shape[0] if weights else 1, len(spatial))
-    total, width, offsets, scratch = _layout((n, c_in, *spatial), weights, block)
+    block, total, width, offsets, scratch = _layout((n, c_in, *spatial), weights, block, TRAIN_BLOCK_ROWS)
     taps, rows = len(offsets), width * len(offsets)
     flat = buf.view(buf.shape[0], -1)[:total]
     g_out = grad_out.transpose(0, 1).reshape(grad_out.shape[1], -1)
@@ -523,6 +524,11 @@ def _set_weight_grad(grad: torch.Tensor, rows_by_maps: torch.Tensor, width: int,
     grad.view(width, grad.shape[1], taps).copy_(rows_by_maps.reshape(width, taps, -1).transpose(1, 2))
 
 
+def _cast(dtype, weights, biases, final_weight, final_bias):
+    """The parameters in the storage dtype (no copy when they already are)."""
+    return [w.to(dtype) for w in weights], [b.to(dtype) for b in biases], final_weight.to(dtype), final_bias.to(dtype)
+
+
 class LeanMSDFunction(torch.autograd.Function):
     """The MS-D block as one autograd node (first derivatives only).
 
@@ -532,8 +538,7 @@ class LeanMSDFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, final_weight, final_bias, dilations, pool, dtype, depth, *params):
-        weights, biases = [p.to(dtype) for p in params[:depth]], [p.to(dtype) for p in params[depth:]]
-        fw, fb = final_weight.to(dtype), final_bias.to(dtype)
+        weights, biases, fw, fb = _cast(dtype, params[:depth], params[depth:], final_weight, final_bias)
         out, buf = lean_forward(x.to(dtype), weights, biases, fw, fb, dilations, keep_buffer=True, pool=pool)
         ctx.save_for_backward(buf, fw, *weights)
         ctx.dilations, ctx.c_in, ctx.pool = dilations, x.shape[1], pool
@@ -591,7 +596,7 @@ def lean_msd(x, weights, biases, final_weight, final_bias, dilations, pool: Scra
     )
     with torch.autocast(device_type=x.device.type, enabled=False):
         if not needs_grad:
-            cast = [[t.to(dtype) for t in ts] for ts in (weights, biases, [final_weight, final_bias])]
-            return lean_forward(x.to(dtype), cast[0], cast[1], *cast[2], dilations, keep_buffer=False, pool=pool)[0]
+            ws, bs, fw, fb = _cast(dtype, weights, biases, final_weight, final_bias)
+            return lean_forward(x.to(dtype), ws, bs, fw, fb, dilations, keep_buffer=False, pool=pool)[0]
         return LeanMSDFunction.apply(x, final_weight, final_bias, dilations, pool, dtype, len(weights), *weights,
                                      *biases)
