@@ -131,7 +131,8 @@ def test_framed_and_box_shift_sums_equal_the_padded_shift_sum(spatial, dilation,
     from mixscale.nets import msd_lean as lean
 
     offsets = lean.tap_offsets(len(spatial))
-    products = torch.randn(len(offsets), 2, *spatial, dtype=torch.float64)
+    # rows of a larger buffer, as in the block (the interior is read through strided views of its storage)
+    products = torch.randn(len(offsets) + 2, 2, *spatial, dtype=torch.float64)[1:-1]
     with torch.enable_grad():  # under autograd the padded path is taken
         padded = lean.shift_sum(products.clone().requires_grad_(), dilation, offsets, spatial).detach()
     lean._frame_indices.cache_clear()
