@@ -293,30 +293,20 @@ def _shift_sum_framed(products, dilation, offsets, spatial, out, frame) -> torch
     return out
 
 
-@functools.lru_cache(maxsize=64)
-def _frame_scatter(dilation: int, spatial: tuple, taps: int, device: str):
-    """Index tables for the frame pass of :func:`_shift_sum_adjoint_framed`.
-
-    Returns ``(pixels, where)``: the frame pixels whose gradient is read, ``(F + F_in,)``,
-    and for every tap where it goes, ``(taps, F + F_in)``. The first ``F`` go to their
-    reflected sources; the last ``F_in`` are the frame pixels inside the interior span,
-    which the interior pass wrongly copied to their plain shifts and are taken back there.
-    """
-    target, sources = _frame_indices(dilation, spatial, taps, device)
-    lo, m, _ = _interior_span(dilation, spatial)
-    inside = target[(target >= lo) & (target < lo + m)]
-    strides = [math.prod(spatial[a + 1:]) for a in range(len(spatial))]
-    shifts = torch.tensor([sum((o - 1) * dilation * st for o, st in zip(offset, strides))
-                           for offset in tap_offsets(len(spatial))], device=target.device)
-    return torch.cat([target, inside]), torch.cat([sources, inside[None] + shifts[:, None]], 1)
-
-
 def _shift_sum_adjoint_framed(grad, dilation, offsets, spatial, out, frame) -> torch.Tensor:
     """Adjoint of :func:`_shift_sum_framed`: the interior span copied to the three taps of a group
-    at once (strided views), zeros around it, then the frame pixels scattered back."""
+    at once (strided views), zeros around it, then the frame pixels scattered back.
+
+    The span also holds frame pixels, whose gradient must not reach the plain shifts: they
+    are set to zero in ``grad`` while the span is copied and written back afterwards (``grad``
+    is left bitwise unchanged, with its version counter advanced).
+    """
     taps, n = out.shape[:2]
     lo, m, groups = _interior_span(dilation, tuple(spatial))
     step, image, g = out.stride(0), math.prod(spatial), grad.reshape(n, -1)
+    target, sources = frame
+    g_frame = g.index_select(1, target)
+    g.index_fill_(1, target, 0)
     for b in range(n):
         src = g[b, lo:lo + m].expand(3, m)
         for t, shift in groups:
@@ -325,11 +315,9 @@ def _shift_sum_adjoint_framed(grad, dilation, offsets, spatial, out, frame) -> t
             out.as_strided((3, head), (step, 1), base).zero_()
             out.as_strided((3, image - tail), (step, 1), base + tail).zero_()
             out.as_strided((3, m), (step + dilation, 1), base + lo + shift).copy_(src)
-    pixels, where = _frame_scatter(dilation, tuple(spatial), taps, str(grad.device))
-    values = g.index_select(1, pixels)
-    values[:, frame[0].shape[0]:].neg_()
-    out.view(taps, n, -1).scatter_add_(2, where[:, None, :].expand(taps, n, where.shape[1]),
-                                       values[None].expand(taps, n, where.shape[1]))
+    g.index_copy_(1, target, g_frame)
+    out.view(taps, n, -1).scatter_add_(2, sources[:, None, :].expand(taps, n, sources.shape[1]),
+                                       g_frame[None].expand(taps, n, sources.shape[1]))
     return out
 
 
