@@ -161,10 +161,12 @@ def test_unpadded_adjoints_are_the_adjoints_of_their_shift_sums(spatial, dilatio
     offsets = lean.tap_offsets(len(spatial))
     y = torch.randn(len(offsets), 2, *spatial, dtype=torch.float64)
     g = torch.randn(2, *spatial, dtype=torch.float64)
+    g0 = g.clone()
     lhs = (lean.shift_sum(y, dilation, offsets, spatial) * g).sum()
     rhs = (y * lean.shift_sum_adjoint(g, dilation, offsets, spatial)).sum()
     lean._frame_indices.cache_clear()
     assert abs(lhs - rhs) < 1e-12 * max(1.0, abs(lhs))
+    assert torch.equal(g, g0)  # the frame pixels zeroed during the call are written back
 
 
 def test_second_backward_with_retained_graph_gives_the_same_gradients():
