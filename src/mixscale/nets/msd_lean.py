@@ -12,8 +12,9 @@ Buffers are laid out channels-first, ``(maps, N, *spatial)``, so that the maps a
 layer reads are one contiguous ``(k, N * pixels)`` matrix. Reflect indexing is the
 same for every input map, so a layer's dilated convolution is one matrix product
 ``(width * taps, k) @ (k, N * pixels)`` followed by a shifted sum of the ``taps``
-product maps: shifted slices inside, reflected gathers on the ``dilation``-wide
-border frame. Layers are taken a block at a time, so the products of the older maps
+product maps: inside, small matrix products over strided views of the product maps
+(taps that differ only along the last axis sit at one stride); reflected gathers on
+the ``dilation``-wide border frame. Layers are taken a block at a time, so the products of the older maps
 for a whole block are one matrix product. Backward is the two matrix products of the
 same shapes plus the exact adjoint of the shifted sum.
 
@@ -175,9 +176,10 @@ def shift_sum(products: torch.Tensor, dilation: int, offsets, spatial, *, out=No
         Where to write the result ``(N, *spatial)``.
     padded : Tensor, optional
         Scratch for the padded taps ``(taps, N, *(spatial + 2 * dilation))``; only
-        used under autograd (the ``taps`` path). Otherwise the interior is added from shifted slices and the
+        used under autograd (the ``taps`` path). Otherwise the interior is summed by
+        ``(1, 3)`` matrix products over strided views of the products, and the
         ``dilation``-wide border frame from reflected index tables (or, where those
-        would be large, from flipped border slabs).
+        would be large, by shifted and flipped boxes).
 
     Returns
     -------
@@ -206,6 +208,11 @@ def _padded_scratch(padded, like: torch.Tensor, dilation: int, spatial) -> torch
 
 
 FRAME_INDEX_LIMIT = 1 << 21  # taps x frame pixels; above it (large 3D volumes) flipped slabs are used instead
+
+
+def _strides(spatial) -> list[int]:
+    """Flat strides of a contiguous ``spatial`` grid."""
+    return [math.prod(spatial[a + 1:]) for a in range(len(spatial))]
 
 
 def _reflect(i: torch.Tensor, size: int) -> torch.Tensor:
@@ -239,7 +246,7 @@ def _frame_indices(dilation: int, spatial: tuple, taps: int, device: str):
         part = torch.cartesian_prod(*ranges).view(-1, len(spatial)).t()
         pos[:, start : start + part.shape[1]] = part
         start += part.shape[1]
-    strides = [math.prod(spatial[a + 1:]) for a in range(len(spatial))]
+    strides = _strides(spatial)
     torch.sort(sum(p * st for p, st in zip(pos, strides)), out=(target, torch.empty(0, dtype=torch.long)))
     pos = torch.stack([target // st % s for st, s in zip(strides, spatial)])  # sorted like the target
     for t, offset in enumerate(tap_offsets(len(spatial))):
@@ -257,7 +264,7 @@ def _interior_span(dilation: int, spatial: tuple):
     ``dilation`` pixels in along every axis); pixels of the border frame inside it are read
     wrongly (the flat shift wraps) and are overwritten by the frame pass.
     """
-    strides = [math.prod(spatial[a + 1:]) for a in range(len(spatial))]
+    strides = _strides(spatial)
     lo = dilation * sum(strides)
     m = sum((s - 1 - dilation) * st for s, st in zip(spatial, strides)) + 1 - lo
     groups = [(t, sum((o - 1) * dilation * st for o, st in zip(offset, strides)))
@@ -372,7 +379,11 @@ def _shift_sum_adjoint_boxes(grad, dilation, offsets, spatial, out) -> torch.Ten
 
 
 def shift_sum_adjoint(grad: torch.Tensor, dilation: int, offsets, spatial, *, out=None, padded=None):
-    """Exact adjoint of :func:`shift_sum`: ``(N, *spatial) -> (taps, N, *spatial)``."""
+    """Exact adjoint of :func:`shift_sum`: ``(N, *spatial) -> (taps, N, *spatial)``.
+
+    ``grad`` is read; on the unpadded path with index tables its border-frame pixels are
+    zeroed during the call and written back (same values, version counter advanced).
+    """
     taps = len(offsets)
     frame = _frame_indices(dilation, tuple(spatial), taps, str(grad.device))
     tracked = torch.is_grad_enabled() and grad.requires_grad
