@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mixscale.nets import MSDNet
-from mixscale.nets.msd_lean import shift_sum, shift_sum_adjoint, tap_offsets
+from mixscale.nets.msd_shift import shift_sum, shift_sum_adjoint, tap_offsets
 
 
 def _net(spatial_dims, cin, cout, depth, width, dilations, dtype=torch.float64, seed=0):
@@ -128,21 +128,21 @@ def test_cpu_autocast_runs_the_block_in_float32():
 @pytest.mark.parametrize("dilation", [1, 2, 3, 5])
 def test_framed_and_box_shift_sums_equal_the_padded_shift_sum(spatial, dilation, monkeypatch):
     """Both unpadded paths (reflected index tables on the frame; flipped border slabs) against padding."""
-    from mixscale.nets import msd_lean as lean
+    from mixscale.nets import msd_shift as shift
 
-    offsets = lean.tap_offsets(len(spatial))
+    offsets = shift.tap_offsets(len(spatial))
     # rows of a larger buffer, as in the block (the interior is read through strided views of its storage)
     products = torch.randn(len(offsets) + 2, 2, *spatial, dtype=torch.float64)[1:-1]
     with torch.enable_grad():  # under autograd the padded path is taken
-        padded = lean.shift_sum(products.clone().requires_grad_(), dilation, offsets, spatial).detach()
-    lean._frame_indices.cache_clear()
-    framed = lean.shift_sum(products, dilation, offsets, spatial)
-    used = lean._frame_indices(dilation, spatial, len(offsets), "cpu") is not None
+        padded = shift.shift_sum(products.clone().requires_grad_(), dilation, offsets, spatial).detach()
+    shift._frame_indices.cache_clear()
+    framed = shift.shift_sum(products, dilation, offsets, spatial)
+    used = shift._frame_indices(dilation, spatial, len(offsets), "cpu") is not None
     assert used == all(s > 2 * dilation for s in spatial)
-    monkeypatch.setattr(lean, "FRAME_INDEX_LIMIT", 0)  # no index tables: flipped slabs
-    lean._frame_indices.cache_clear()
-    boxes = lean.shift_sum(products, dilation, offsets, spatial)
-    lean._frame_indices.cache_clear()
+    monkeypatch.setattr(shift, "FRAME_INDEX_LIMIT", 0)  # no index tables: flipped slabs
+    shift._frame_indices.cache_clear()
+    boxes = shift.shift_sum(products, dilation, offsets, spatial)
+    shift._frame_indices.cache_clear()
     torch.testing.assert_close(framed, padded, rtol=0, atol=1e-13)
     torch.testing.assert_close(boxes, padded, rtol=0, atol=1e-13)
 
@@ -151,20 +151,20 @@ def test_framed_and_box_shift_sums_equal_the_padded_shift_sum(spatial, dilation,
 @pytest.mark.parametrize("dilation", [1, 3, 4])
 @pytest.mark.parametrize("tables", [True, False])
 def test_unpadded_adjoints_are_the_adjoints_of_their_shift_sums(spatial, dilation, tables, monkeypatch):
-    from mixscale.nets import msd_lean as lean
+    from mixscale.nets import msd_shift as shift
 
     if dilation >= min(spatial):
         pytest.skip("reflection needs dilation < size")
     if not tables:
-        monkeypatch.setattr(lean, "FRAME_INDEX_LIMIT", 0)
-    lean._frame_indices.cache_clear()
-    offsets = lean.tap_offsets(len(spatial))
+        monkeypatch.setattr(shift, "FRAME_INDEX_LIMIT", 0)
+    shift._frame_indices.cache_clear()
+    offsets = shift.tap_offsets(len(spatial))
     y = torch.randn(len(offsets), 2, *spatial, dtype=torch.float64)
     g = torch.randn(2, *spatial, dtype=torch.float64)
     g0 = g.clone()
-    lhs = (lean.shift_sum(y, dilation, offsets, spatial) * g).sum()
-    rhs = (y * lean.shift_sum_adjoint(g, dilation, offsets, spatial)).sum()
-    lean._frame_indices.cache_clear()
+    lhs = (shift.shift_sum(y, dilation, offsets, spatial) * g).sum()
+    rhs = (y * shift.shift_sum_adjoint(g, dilation, offsets, spatial)).sum()
+    shift._frame_indices.cache_clear()
     assert abs(lhs - rhs) < 1e-12 * max(1.0, abs(lhs))
     assert torch.equal(g, g0)  # the frame pixels zeroed during the call are written back
 

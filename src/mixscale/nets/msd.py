@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._common import check_choice, check_input, check_int, check_spatial_dims, make_norm
-from .msd_lean import ScratchPool, flat_weight, lean_msd, shift_sum, tap_offsets
+from .msd_lean import ScratchPool, flat_weight, lean_msd
+from .msd_shift import shift_sum, tap_offsets
 from .registry import register_net
 
 DEFAULT_DILATIONS = tuple(range(1, 11))
