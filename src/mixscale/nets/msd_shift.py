@@ -81,7 +81,7 @@ def shift_sum(products: torch.Tensor, dilation: int, offsets, spatial, *, out=No
     tracked = torch.is_grad_enabled() and products.requires_grad  # the "taps" path differentiates this
     if not tracked and products.is_contiguous() and out.is_contiguous():
         if frame is not None:
-            return _shift_sum_framed(products, dilation, offsets, spatial, out, frame)
+            return _shift_sum_framed(products, dilation, spatial, out, frame)
         return _shift_sum_boxes(products, dilation, offsets, spatial, out)
     padded = _padded_scratch(padded, products, dilation, spatial)
     reflect_pad_into(products, padded, dilation)
@@ -163,7 +163,16 @@ def _interior_span(dilation: int, spatial: tuple):
     return lo, m, groups
 
 
-def _shift_sum_framed(products, dilation, offsets, spatial, out, frame) -> torch.Tensor:
+def _span_rows(maps: torch.Tensor, b: int, t: int, shift: int, lo: int, m: int, dilation: int) -> torch.Tensor:
+    """Taps ``t, t + 1, t + 2`` of image ``b`` in ``maps (taps, N, *spatial)`` (contiguous), each
+    read over the span ``[lo, lo + m)`` displaced by its shift: one ``(3, m)`` strided view (the
+    three shifts differ by ``dilation``, so the rows sit at map stride plus dilation)."""
+    image = math.prod(maps.shape[2:])
+    start = maps.storage_offset() + t * maps.stride(0) + b * image + lo + shift
+    return maps.as_strided((3, m), (maps.stride(0) + dilation, 1), start)
+
+
+def _shift_sum_framed(products, dilation, spatial, out, frame) -> torch.Tensor:
     """:func:`shift_sum` without padding: shifted reads inside, reflected gathers on the border frame.
 
     Inside, the three taps of a group read the product maps at one stride (map stride plus
@@ -173,13 +182,11 @@ def _shift_sum_framed(products, dilation, offsets, spatial, out, frame) -> torch
     taps, n = products.shape[:2]
     lo, m, groups = _interior_span(dilation, tuple(spatial))
     ones = products.new_ones(1, 3)
-    step, image = products.stride(0) + dilation, math.prod(spatial)
     flat_out = out.view(n, -1)
     for b in range(n):
         dst = flat_out[b, lo:lo + m].view(1, m)
-        start = products.storage_offset() + b * image + lo
         for g, (t, shift) in enumerate(groups):
-            view = products.as_strided((3, m), (step, 1), start + t * products.stride(0) + shift)
+            view = _span_rows(products, b, t, shift, lo, m, dilation)
             if g == 0:
                 torch.mm(ones, view, out=dst)
             else:
@@ -191,7 +198,7 @@ def _shift_sum_framed(products, dilation, offsets, spatial, out, frame) -> torch
     return out
 
 
-def _shift_sum_adjoint_framed(grad, dilation, offsets, spatial, out, frame) -> torch.Tensor:
+def _shift_sum_adjoint_framed(grad, dilation, spatial, out, frame) -> torch.Tensor:
     """Adjoint of :func:`_shift_sum_framed`: the interior span copied to the three taps of a group
     at once (strided views), zeros around it, then the frame pixels scattered back.
 
@@ -212,7 +219,7 @@ def _shift_sum_adjoint_framed(grad, dilation, offsets, spatial, out, frame) -> t
             head, tail = lo + shift + 2 * dilation, lo + shift + m  # before the last window, after the first
             out.as_strided((3, head), (step, 1), base).zero_()
             out.as_strided((3, image - tail), (step, 1), base + tail).zero_()
-            out.as_strided((3, m), (step + dilation, 1), base + lo + shift).copy_(src)
+            _span_rows(out, b, t, shift, lo, m, dilation).copy_(src)
     g.index_copy_(1, target, g_frame)
     out.view(taps, n, -1).scatter_add_(2, sources[:, None, :].expand(taps, n, sources.shape[1]),
                                        g_frame[None].expand(taps, n, sources.shape[1]))
@@ -281,7 +288,7 @@ def shift_sum_adjoint(grad: torch.Tensor, dilation: int, offsets, spatial, *, ou
     if not tracked and grad.is_contiguous() and (out is None or out.is_contiguous()):
         out = grad.new_empty((taps, *grad.shape)) if out is None else out
         if frame is not None:
-            return _shift_sum_adjoint_framed(grad, dilation, offsets, spatial, out, frame)
+            return _shift_sum_adjoint_framed(grad, dilation, spatial, out, frame)
         return _shift_sum_adjoint_boxes(grad, dilation, offsets, spatial, out)
     padded = _padded_scratch(padded, grad.expand(taps, *grad.shape), dilation, spatial)
     padded.zero_()
