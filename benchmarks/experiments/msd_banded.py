@@ -36,8 +36,8 @@ from mixscale.nets import msd_lean as lean
 KERNEL_C = r"""
 /* Shifted sum of one MS-D layer's tap products, read from a ring of product rows.
  *
- * Compiled on first use by mixscale.nets.native (plain C, no Python headers) and
- * called through ctypes. Output rows y0..y1-1 of one 2D map:
+ * Plain C (no Python headers), compiled by compile_kernel below and called through
+ * ctypes. Output rows y0..y1-1 of one 2D map:
  *
  *   out[y, x] = relu(bias + sum_{a, b} ring[3a + b][slot(reflect(y + (a - 1) d))][reflect(x + (b - 1) d)])
  *
@@ -109,7 +109,7 @@ def banded_block(kernel, flat, ring, block_weight, inner_weights, biases, dilati
     Parameters
     ----------
     kernel : ctypes function
-        :func:`mixscale.nets.native.ring_kernel`.
+        From :func:`compile_kernel`.
     flat : (maps, N * H * W) Tensor
         The map buffer; maps ``k0 ..`` of the block are written.
     ring : (taps * width * layers, cap * W) Tensor
