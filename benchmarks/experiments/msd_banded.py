@@ -87,14 +87,13 @@ void msd_ring_layer(const float *ring, long tap_stride, long cap, long ny, long 
 BAND_ROWS = 64
 
 
-def ring_rows(block_dilations, height: int, band: int | None = None) -> int:
+def ring_rows(block_dilations, height: int, band: int) -> int:
     """Rows per product map of the ring for one block of layers (``[[d per channel] per layer]``).
 
     Layer ``l`` lags the front by at most the largest dilations of the layers before it
     (their maps must be final first) plus twice its own (its product rows reach ``d``
     past the output rows it finishes, and it finishes rows ``d`` behind what it can read).
     """
-    band = band or BAND_ROWS
     lag, need = 0, 0
     for layer in block_dilations:
         need = max(need, lag + 2 * max(layer))
@@ -103,7 +102,7 @@ def ring_rows(block_dilations, height: int, band: int | None = None) -> int:
 
 
 def banded_block(kernel, flat, ring, block_weight, inner_weights, biases, dilations, k0: int, width: int,
-                 shape, band: int | None = None) -> None:
+                 shape, band: int) -> None:
     """Write the maps of one block of layers (all images) into ``flat``.
 
     Parameters
@@ -122,7 +121,6 @@ def banded_block(kernel, flat, ring, block_weight, inner_weights, biases, dilati
     shape : (N, H, W)
     """
     n, h, w = shape
-    band = band or BAND_ROWS
     for b in range(n):
         state = _Wavefront(kernel, flat, ring, inner_weights, biases, dilations, k0, width, b * h * w, h, w)
         for r0 in range(0, h, band):
@@ -232,7 +230,7 @@ def check(kernel, block, band) -> float:
                                        (130, 70, 20, 2, 2, None), (200, 190, 15, 1, 1, [30, 1, 25, 40, 2])]:
         torch.manual_seed(0)
         net = MSDNet(depth=depth, width=width, out_channels=2, **({} if dil is None else {"dilations": dil}))
-        params = _params(net)
+        params = _params_with_output_weights(net)
         x = torch.randn(n, 1, h, w)
         with torch.no_grad():
             ref_out, ref = lean.lean_forward(x, *params, keep_buffer=True, block=block)
@@ -242,7 +240,8 @@ def check(kernel, block, band) -> float:
     return worst
 
 
-def _params(net):
+def _params_with_output_weights(net):
+    """The lean forward's parameter arguments, the final weights (zero at initialisation) drawn at random."""
     with torch.no_grad():
         net.final_weight.normal_(0, 0.1)
     return ([p.detach() for p in net.weights], [p.detach() for p in net.biases], net.final_weight.detach(),
@@ -261,7 +260,7 @@ def main() -> None:
         kernel = compile_kernel(Path(tmp))
         print(f"largest difference of the maps from the lean forward: {check(kernel, args.block, args.band):.2e}")
         torch.manual_seed(0)
-        params = _params(MSDNet(depth=100, width=1, out_channels=2))
+        params = _params_with_output_weights(MSDNet(depth=100, width=1, out_channels=2))
         x, pool = torch.randn(1, 1, 512, 512), lean.ScratchPool()
         buf = torch.empty((101 + 9 * args.block) * 512 * 512)
         runs = {"lean": lambda: lean.lean_forward(x, *params, keep_buffer=False, pool=pool, block=args.block),
