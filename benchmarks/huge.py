@@ -3,7 +3,7 @@
 A synthetic uint16 volume of 1024x1024 slices is written to disk twice, as a
 zarr store and as a folder of TIFF slices, and segmented slice by slice by a
 depth-50 MS-D (dilations 1..10, 3 classes, random weights: speed does not depend
-on them) with ``mixscale.blockpredict.predict_blocks`` into a zarr store. The
+on them) with ``mixscale.predict.predict_blocks`` into a zarr store. The
 same is done for a volume with 4x as many slices, to show that peak memory does
 not grow with the volume. In the same run, MONAI's ``sliding_window_inference``
 segments the in-memory volume (read whole, as MONAI users do) with the same
@@ -36,7 +36,7 @@ CLASSES = 3
 def make_model(path: Path, depth: int) -> Path:
     import torch
 
-    from mixscale.modelfile import ModelInfo, save_model
+    from mixscale.model import ModelInfo, save_model
     from mixscale.nets import MSDNet
 
     torch.manual_seed(0)
@@ -69,12 +69,14 @@ def make_volume(folder: Path, slices: int, size: int) -> tuple[str, str]:
 
 
 def child_mixscale(args) -> dict:
-    from mixscale.blockpredict import _load, predict_blocks
+    from mixscale.model import cached_model
+    from mixscale.predict import predict_blocks
 
-    _load(str(Path(args.model).resolve()), "cpu")  # model in memory before the baseline
+    cached_model(str(Path(args.model).resolve()), "cpu")  # model in memory before the baseline
     base = rss_mb("VmRSS")
     reset_peak()
-    summary = predict_blocks(args.model, args.input, args.output, axis=0, num_workers=args.workers)
+    summary = predict_blocks(args.model, args.input, args.output, slice_axis=0,
+                             blocks_in_flight=args.workers)
     assert summary["complete"]
     return {"seconds": summary["seconds"], "voxels": summary["voxels"], "baseline_mb": base,
             "peak_mb": rss_mb("VmHWM")}
@@ -86,7 +88,7 @@ def child_monai(args) -> dict:
     from monai.inferers import sliding_window_inference
 
     from mixscale.data import open_image
-    from mixscale.modelfile import load_model
+    from mixscale.model import load_model
 
     net, info = load_model(args.model)
     base = rss_mb("VmRSS")

@@ -39,7 +39,7 @@ import torch
 from mixscale import api
 from mixscale.data import Normalization, denormalize, normalize, write_image
 from mixscale.metrics import knn_accuracy, pearson
-from mixscale.modelfile import load_model
+from mixscale.model import load_model
 from mixscale.synthetic import SHAPE_CLASSES, draw_shape
 from mixscale.viz import embed_2d, plot_latent_image_map, plot_latent_scatter, plot_training_curves
 

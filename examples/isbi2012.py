@@ -88,7 +88,7 @@ def main() -> None:
         run = api.train(config(paths, out / name, net, args.minutes, patch, batch))
         train_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        pred = api.predict(run.model_path, paths["test_images"], out / name / "test_pred.tif", axis=0)
+        pred = api.predict(run.model_path, paths["test_images"], out / name / "test_pred.tif", slice_axis=0)
         results[name] = {**evaluate(pred, truth), "train_s": train_s, "epochs": run.epochs,
                          "steps": run.epochs * 32 // batch, "predict_s": time.perf_counter() - t0,
                          "parameters": _count(run.model_path)}
@@ -103,7 +103,7 @@ def main() -> None:
 
 
 def _count(model_path) -> int:
-    from mixscale.modelfile import load_model
+    from mixscale.model import load_model
 
     net, _ = load_model(model_path)
     return sum(p.numel() for p in net.parameters())

@@ -1,9 +1,10 @@
 """The Python API: the one place where configs and files become objects.
 
 ``train`` a network from a config, ``predict`` with a model file (in memory, or
-``predict_blocks`` into a zarr store for data larger than memory), ``evaluate`` a
-prediction against ground truth, ``info`` about an image file. The CLI is a thin
-layer over these functions.
+``predict_blocks`` into a zarr store for data larger than memory), ``detect``
+objects with a detection model, ``evaluate`` a prediction against ground truth,
+``info`` about an image or model file. The CLI, the recipes and (later) the
+napari plugin are thin layers over these functions.
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ from typing import Sequence
 
 import numpy as np
 
-from .blockpredict import predict_blocks
-from .pointdetect import detect, write_points_csv  # noqa: F401  (re-exported: api.detect)
+from ._checks import check_choice, check_device
+from .predict.blocks import predict_blocks
+
+__all__ = ["detect", "evaluate", "flatten_scalars", "info", "predict", "predict_blocks", "train", "write_metrics"]
 
 logger = logging.getLogger(__name__)
 
 
-def train(config, *, overrides: Sequence[str] = (), resume: bool = False):
+def train(config, *, overrides: Sequence[str] = (), resume: bool = False, callbacks: Sequence = ()):
     """Train a network.
 
     Parameters
@@ -34,13 +37,21 @@ def train(config, *, overrides: Sequence[str] = (), resume: bool = False):
         ``"key.sub=value"`` settings applied on top of the config.
     resume : bool
         Continue the run in ``config.run_dir`` from its last checkpoint.
+    callbacks : sequence of lightning.pytorch.Callback
+        Extra Lightning callbacks (progress for a GUI, a stop flag, a search's pruning).
 
     Returns
     -------
     mixscale.train.RunResult
     """
+    from .train import build_run, fit
+
+    return fit(build_run(_train_config(config, overrides), resume=resume), callbacks=callbacks)
+
+
+def _train_config(config, overrides: Sequence[str]):
+    """A path, a dict or a TrainConfig, with overrides applied, validated."""
     from .config import TrainConfig, apply_overrides, load_config, validate_config
-    from .train import fit
 
     if isinstance(config, (str, os.PathLike)):
         cfg = load_config(config, overrides)
@@ -50,10 +61,10 @@ def train(config, *, overrides: Sequence[str] = (), resume: bool = False):
         cfg = validate_config(apply_overrides(config.model_dump(mode="json"), overrides))
     else:
         raise TypeError(f"config must be a path, a dict or a TrainConfig, got {type(config).__name__}")
-    return fit(cfg, resume=resume)
+    return cfg
 
 
-def predict(model, image, output=None, *, device: str = "cpu", axis: int | None = None, batch_size: int = 1,
+def predict(model, image, output=None, *, device: str = "cpu", slice_axis: int | None = None, batch_size: int = 1,
             probabilities: bool = False, overwrite: bool = False, channel_axis: int | None = None,
             tile_shape: Sequence[int] | int | None = None, overlap: float = 0.25,
             blend: str = "gaussian", tta: bool = False, **block_options):
@@ -61,10 +72,10 @@ def predict(model, image, output=None, *, device: str = "cpu", axis: int | None 
 
     An ``output`` zarr store (``*.zarr``) switches to block-wise prediction with
     bounded memory, resumable and optionally distributed:
-    :func:`mixscale.blockpredict.predict_blocks` (its options, such as
-    ``block_shape``, ``scheduler``, ``num_parts``, ``part_id`` and ``progress``,
-    pass through ``block_options``); the result is then the lazily opened
-    ``labels`` (or ``prediction``) zarr array.
+    :func:`mixscale.predict.predict_blocks` (its options, such as
+    ``block_shape``, ``scheduler``, ``blocks_in_flight``, ``num_parts``, ``part_id``
+    and ``progress``, pass through ``block_options``); the result is then the lazily
+    opened ``labels`` (or ``prediction``) zarr array.
 
     Parameters
     ----------
@@ -77,8 +88,8 @@ def predict(model, image, output=None, *, device: str = "cpu", axis: int | None 
         Where to write the result (any supported format; written atomically).
     device : str
         ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
-    axis : int, optional
-        For a 2D model and a 3D input: predict slice by slice along this axis.
+    slice_axis : int, optional
+        For a 2D model and a 3D input: predict slice by slice along this axis (CLI: ``--axis``).
     batch_size : int
         Slices per forward pass.
     probabilities : bool
@@ -102,17 +113,15 @@ def predict(model, image, output=None, *, device: str = "cpu", axis: int | None 
     Returns
     -------
     ndarray
-        Labels ``(*spatial)`` as uint8 (uint16 above 255 classes), probabilities,
+        Labels ``(*spatial)`` as uint8 (uint16 above 256 classes), probabilities,
         or the de-normalised regression output ``(C, *spatial)`` (squeezed when C = 1).
     """
-    from .blockpredict import model_predictor, warn_if_not_tile_exact
-    from .data import output_exists, read_image, write_image
-    from .infer import predict_slices, predict_whole
-    from .modelfile import load_model
+    from .data import output_exists, write_image
+    from .model import Model
+    from .predict import predict_array
 
-    _refuse_detection_model(model)
     if output is not None and Path(output).suffix == ".zarr":
-        summary = predict_blocks(model, image, output, device=device, axis=axis, batch_size=batch_size,
+        summary = predict_blocks(model, image, output, device=device, slice_axis=slice_axis, batch_size=batch_size,
                                  probabilities=probabilities, overwrite=overwrite, channel_axis=channel_axis,
                                  tile_shape=tile_shape, overlap=overlap, blend=blend, tta=tta, **block_options)
         return _open_block_result(summary)
@@ -121,35 +130,65 @@ def predict(model, image, output=None, *, device: str = "cpu", axis: int | None 
     device = check_device(device)
     if output is not None and not overwrite and output_exists(str(output)):
         raise FileExistsError(f"output {output} exists; pass overwrite=True (CLI: --overwrite) to replace it")
-    net, info = load_model(model, device=device)
-    if (info.train_config.get("data") or {}).get("context_slices"):
-        raise ValueError("this is a 2.5D model (context slices as channels): predict block-wise, with an output "
-                         "ending in .zarr (CLI: -o out.zarr --axis 0)")
-    array = np.asarray(read_image(str(image))) if isinstance(image, (str, os.PathLike)) else np.asarray(image)
-    x = _model_input(array, info, axis=axis, channel_axis=channel_axis)
-    predictor = model_predictor(net, info, tta=tta)
-    if tile_shape is not None:
-        warn_if_not_tile_exact(net)
-        raw = _predict_tiles(predictor, x, info, axis=axis, device=device, tile_shape=tile_shape, overlap=overlap,
-                             blend=blend, batch_size=batch_size, halo=int(getattr(net, "halo", 0)))
-    elif info.spatial_dims == 2 and x.ndim == 4:
-        raw = predict_slices(predictor, x, axis=axis, batch_size=batch_size, device=device)
-    else:
-        raw = predict_whole(predictor, x, device=device)
-    result = _model_output(raw, info, probabilities=probabilities)
+    loaded = Model.load(model, device=device)
+    loaded.require(per_patch=False, use="predict")
+    result = predict_array(loaded, _read_array(image), device=device, slice_axis=slice_axis, batch_size=batch_size,
+                           probabilities=probabilities, channel_axis=channel_axis, tile_shape=tile_shape,
+                           overlap=overlap, blend=blend, tta=tta)
     if output is not None:
         write_image(str(output), result, overwrite=overwrite)
         logger.info("prediction written to %s (%s, %s)", output, result.shape, result.dtype)
     return result
 
 
-def _refuse_detection_model(model) -> None:
-    """A patch classifier gives points, not images: point to :func:`detect`."""
-    from .modelfile import read_model_info
+def detect(model, image, *, threshold: float = 0.5, min_distance: float = 3.0, stride=1, batch_size: int = 1024,
+           tta: bool = False, device: str = "cpu", output=None, overwrite: bool = False,
+           channel_axis: int | None = None, tile_shape: Sequence[int] | int | None = None) -> dict:
+    """Find objects with a detection model (a patch classifier): points, classes, scores.
 
-    if Path(model).is_file() and read_model_info(model).task == "detection":
-        raise ValueError(f"{model} is a detection model (a patch classifier): it finds points, it does not map "
-                         "images to images; use mixscale.api.detect (CLI: mixscale detect MODEL IMAGE -o points.csv)")
+    Parameters
+    ----------
+    model : str or Path
+        A ``model.safetensors`` trained with task ``detection``.
+    image : str, Path or ndarray
+        ``(*spatial)``, or with a channel axis for multi-channel models.
+    output : str or Path, optional
+        Write the detections as a points CSV: ``y,x`` (or ``z,y,x``), ``class``,
+        ``score`` (atomically); readable as training points.
+    overwrite : bool
+        Replace an existing ``output``.
+    threshold, min_distance, stride, batch_size, tta, device, channel_axis, tile_shape
+        See :func:`mixscale.predict.detect_array`.
+
+    Returns
+    -------
+    dict
+        ``points`` (M, ndim) int64, ``classes`` (M,) int64, ``scores`` (M,) float32
+        (highest first) and ``class_names``.
+    """
+    from .data import write_points_csv
+    from .model import Model
+    from .predict import detect_array
+
+    device = check_device(device)
+    if output is not None and not overwrite and Path(output).exists():
+        raise FileExistsError(f"output {output} exists; pass overwrite=True (CLI: --overwrite) to replace it")
+    loaded = Model.load(model, device=device)
+    loaded.require(per_patch=True, use="detect")
+    result = detect_array(loaded, _read_array(image), threshold=threshold, min_distance=min_distance,
+                          stride=stride, batch_size=batch_size, tta=tta, device=device, channel_axis=channel_axis,
+                          tile_shape=tile_shape)
+    if output is not None:
+        write_points_csv(output, result["points"], result["classes"], result["scores"])
+        logger.info("%d detections written to %s", len(result["points"]), output)
+    return result
+
+
+def _read_array(image) -> np.ndarray:
+    """A file address read whole, or an array as it is."""
+    from .data import read_image
+
+    return np.asarray(read_image(str(image))) if isinstance(image, (str, os.PathLike)) else np.asarray(image)
 
 
 def _open_block_result(summary: dict):
@@ -158,79 +197,6 @@ def _open_block_result(summary: dict):
 
     group = zarr.open_group(summary["output"], mode="r")
     return group["prediction"] if "prediction" in group else group["labels"]
-
-
-def _predict_tiles(predictor, x: np.ndarray, info, *, axis, device, tile_shape, overlap, blend,
-                   batch_size, halo) -> np.ndarray:
-    """Tiled prediction with the network's halo; slice by slice for a 2D model on a volume."""
-    import torch
-
-    from .infer import predict_slices, predict_tiled
-
-    def tiled(batch: torch.Tensor) -> torch.Tensor:  # (B, C, *spatial), one tiled pass per image
-        return torch.stack([predict_tiled(predictor, img, tile_shape=tile_shape, overlap=overlap, blend=blend,
-                                          halo=halo, batch_size=batch_size, device=device) for img in batch])
-
-    if info.spatial_dims == 2 and x.ndim == 4:
-        return predict_slices(tiled, x, axis=axis)
-    return tiled(torch.from_numpy(np.ascontiguousarray(x))[None])[0].numpy()
-
-
-def check_device(device: str) -> str:
-    """``device`` if torch knows it and it is available here; a clear ValueError otherwise."""
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device={device!r} is not allowed; expected cpu, cuda, cuda:N or mps") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} is not available: this torch build sees no CUDA GPU; use cpu")
-    return str(dev)
-
-
-def _model_input(array: np.ndarray, info, *, axis: int | None, channel_axis: int | None) -> np.ndarray:
-    """Check an input against the model, add the channel axis, apply the stored normalisation."""
-    from .data import Normalization, normalize
-
-    cfg = info.net_config
-    cin, dims = int(cfg.get("in_channels", 1)), info.spatial_dims
-    if channel_axis is None and cin == 1:
-        x = array[None]
-    else:
-        ax = 0 if channel_axis is None else channel_axis
-        if not -array.ndim <= ax < array.ndim:
-            raise ValueError(f"channel_axis={ax} is out of range for an input of shape {array.shape}")
-        x = np.moveaxis(array, ax, 0)
-    if x.shape[0] != cin:
-        raise ValueError(f"input of shape {array.shape} has {x.shape[0]} channels; the model expects {cin}")
-    spatial = x.ndim - 1
-    if dims == 3 and spatial != 3:
-        raise ValueError(f"input of shape {array.shape} is {spatial}D but the model is 3D; it needs a volume")
-    if dims == 2 and spatial == 3 and axis is None:
-        raise ValueError(f"input of shape {array.shape} is 3D but the model is 2D; pass axis=0 (CLI: --axis 0) "
-                         "to predict it slice by slice along that axis")
-    if spatial not in (2, 3) or (dims == 2 and spatial == 3 and axis not in (0, 1, 2)):
-        raise ValueError(f"input of shape {array.shape} does not fit a {dims}D model (axis={axis})")
-    if not np.isfinite(x).all():
-        raise ValueError("input image contains NaN or infinite values")
-    if info.normalization:
-        x = normalize(x.astype(np.float32), Normalization.from_dict(info.normalization), channel_axis=0)
-    return x.astype(np.float32, copy=False)
-
-
-def _model_output(raw: np.ndarray, info, *, probabilities: bool) -> np.ndarray:
-    """Probabilities -> labels (or kept); regression output -> the target's units."""
-    from .data import Normalization, denormalize
-
-    if info.task == "regression":
-        out = raw
-        if info.target_normalization:
-            out = denormalize(raw, Normalization.from_dict(info.target_normalization), channel_axis=0)
-        return out[0] if out.shape[0] == 1 else out
-    if probabilities:  # the predictor already returns probabilities (see model_predictor)
-        return raw.astype(np.float32)
-    return raw.argmax(0).astype(np.uint8 if raw.shape[0] <= 256 else np.uint16)
 
 
 def evaluate(pred, target, *, num_classes: int | None = None, ignore_index: int = -1,
@@ -255,18 +221,19 @@ def evaluate(pred, target, *, num_classes: int | None = None, ignore_index: int 
     -------
     dict of metrics
     """
-    from .data import prepare_labels, read_image
+    from .data import prepare_labels
     from .metrics import image_report, segmentation_report
 
-    load = lambda a: np.asarray(read_image(str(a))) if isinstance(a, (str, os.PathLike)) else np.asarray(a)  # noqa
-    p, t = load(pred), load(target)
+    check_choice("task", task, ("segmentation", "regression"))
+    check_choice("label_convention", label_convention, ("dense", "scribble"))
+    p, t = _read_array(pred), _read_array(target)
     if p.shape != t.shape:
         raise ValueError(f"pred has shape {p.shape} but target has shape {t.shape}; they must match")
     if task == "regression":
         if data_range is None:
             raise ValueError("data_range is required for task='regression' (e.g. 1.0 or 255)")
         report = image_report(p.astype(np.float64), t.astype(np.float64), data_range=data_range)
-    elif task == "segmentation":
+    else:
         if num_classes is None:
             top = int(max(p.max(), t.max()))
             num_classes = max(2, top + (0 if label_convention == "scribble" else 1))
@@ -276,8 +243,6 @@ def evaluate(pred, target, *, num_classes: int | None = None, ignore_index: int 
         t = prepare_labels(t, num_classes=num_classes, convention=label_convention, ignore_index=ignore_index)
         report = segmentation_report(p.astype(np.int64), t, num_classes=num_classes, ignore_index=ignore_index,
                                      class_names=list(class_names) if class_names else None)
-    else:
-        raise ValueError(f"task={task!r} is not allowed; expected 'segmentation' or 'regression'")
     if out is not None:
         write_metrics(report, out)
     return report
@@ -285,19 +250,20 @@ def evaluate(pred, target, *, num_classes: int | None = None, ignore_index: int 
 
 def write_metrics(report: dict, path: str | os.PathLike) -> Path:
     """Write a metrics dict as JSON or as a two-column CSV of scalars (atomically)."""
+    from .data import atomic_path
+
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    if path.suffix == ".json":
-        tmp.write_text(json.dumps(_nan_to_none(report), indent=2, default=float))
-    elif path.suffix == ".csv":
-        with open(tmp, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["metric", "value"])
-            for k, v in flatten_scalars(report).items():
-                w.writerow([k, v])
-    else:
+    if path.suffix not in (".json", ".csv"):
         raise ValueError(f"metrics output {path} must end in .json or .csv")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        if path.suffix == ".json":
+            tmp.write_text(json.dumps(_nan_to_none(report), indent=2, default=float))
+        else:
+            with open(tmp, "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(["metric", "value"])
+                for k, v in flatten_scalars(report).items():
+                    w.writerow([k, v])
     return path
 
 
@@ -327,13 +293,13 @@ def flatten_scalars(report: dict, prefix: str = "") -> dict[str, float]:
 def info(address: str) -> dict:
     """Shape, dtype, chunks, format and size of an image file (read lazily), or a model file's metadata."""
     if str(address).endswith(".safetensors"):
-        from .modelfile import load_model
+        from .model import Model
 
-        net, meta = load_model(address)
-        shape = {"parameters": sum(p.numel() for p in net.parameters()),
-                 "receptive_field": int(getattr(net, "receptive_field", 0)) or None}
-        return {"format": "mixscale model", **{k: v for k, v in meta.__dict__.items() if k != "train_config"},
-                **shape}
+        model = Model.load(address)
+        shape = {"parameters": sum(p.numel() for p in model.net.parameters()),
+                 "receptive_field": int(getattr(model.net, "receptive_field", 0)) or None}
+        meta = {k: v for k, v in model.info.__dict__.items() if k != "train_config"}
+        return {"format": "mixscale model", **meta, **shape}
     from .infer.store import BlockStore
 
     store = BlockStore(address)

@@ -53,7 +53,7 @@ def test_train_predict_evaluate_info_end_to_end(tmp_path, tiny_config_file, tiny
     assert p.shape == (2, 3, 40, 40) and np.allclose(p.sum(0), 1, atol=1e-5)
     assert (p.argmax(0) == read_image(str(out))).all()
     assert main(["predict", *again[:2], "-o", str(out), "--overwrite"]) == 2  # 2D model, 3D stack, no axis
-    assert "pass axis=0" in capsys.readouterr().err
+    assert "pass slice_axis=0" in capsys.readouterr().err
     js = tmp_path / "m.json"
     assert main(["evaluate", str(out), tiny_dataset["val_labels"], "--num-classes", "2", "-o", str(js),
                  "-o", str(tmp_path / "m.csv")]) == 0

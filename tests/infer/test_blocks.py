@@ -120,15 +120,15 @@ class _Recorder:
 @pytest.mark.parametrize("scheduler", [None, "threads", "sync"])
 def test_run_blocks_local_runs_each_index_once(scheduler):
     rec = _Recorder()
-    assert run_blocks(rec, [3, 1, 4], scheduler=scheduler, num_workers=2) == 80
+    assert run_blocks(rec, [3, 1, 4], scheduler=scheduler, blocks_in_flight=2) == 80
     assert sorted(rec.seen) == [1, 3, 4]
 
 
 def test_run_blocks_errors():
     with pytest.raises(ValueError, match="scheduler='bogus'"):
         run_blocks(_Recorder(), [0], scheduler="bogus")
-    with pytest.raises(ValueError, match="num_workers=0"):
-        run_blocks(_Recorder(), [0], num_workers=0)
+    with pytest.raises(ValueError, match="blocks_in_flight=0"):
+        run_blocks(_Recorder(), [0], blocks_in_flight=0)
 
 
 def test_shrinking_tiles_on_out_of_memory_gives_the_same_result():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mixscale.modelfile import ModelInfo, load_model, save_model
+from mixscale.model import ModelInfo, load_model, save_model
 from mixscale.nets import Autoencoder, create_net
 from mixscale.nets.unet import level_channels
 
@@ -190,10 +190,10 @@ def test_reconstruction_through_the_cli(tmp_path):
 
 def test_reconstruction_data_targets_are_the_normalised_inputs(tmp_path):
     from mixscale.config import validate_config
-    from mixscale.train.data import build_training_data
+    from mixscale.train.builder import build_data
 
     cfg, stack = _reconstruction_config(tmp_path)
-    data = build_training_data(validate_config(cfg))
+    data = build_data(validate_config(cfg))
     assert len(data.train.sampler.images) == 8 and len(data.val.sampler.images) == 2  # a stack: one sample each
     assert data.in_channels == data.out_channels == 1
     mean, std = data.normalization["mean"][0], data.normalization["std"][0]  # training images only

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mixscale.modelfile import ModelInfo, load_model, save_model
+from mixscale.model import ModelInfo, load_model, save_model
 from mixscale.nets import PatchClassifier, create_net
 from mixscale.nets.classifier import feature_shape, pad_for_patches
 

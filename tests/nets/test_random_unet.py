@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mixscale import api
-from mixscale.modelfile import ModelInfo, load_model, save_model
+from mixscale.model import ModelInfo, load_model, save_model
 from mixscale.nets import RandomUNet, create_net, sample_unet_spec
 from mixscale.nets.random_unet import DEFAULT_RANGES, check_unet_spec
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import chisquare
 
-from mixscale.modelfile import ModelInfo, load_model, save_model
+from mixscale.model import ModelInfo, load_model, save_model
 from mixscale.nets import create_net
 from mixscale.nets.smsnet import SMSNet
 from mixscale.nets.smsnet_graph import sample_graph

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from mixscale import api
-from mixscale.modelfile import ModelInfo, load_model, save_model
+from mixscale.model import ModelInfo, load_model, save_model
 from mixscale.nets import UNet3Plus, create_net
 
 ODD = {2: (13, 11), 3: (9, 7, 11)}

@@ -12,8 +12,9 @@ from mixscale.config import ConfigError, validate_config
 from mixscale.config.schema import PointSamplingConfig
 from mixscale.data import PointPatchDataset, write_image
 from mixscale.infer import match_points
-from mixscale.modelfile import load_model
-from mixscale.train.detection import read_points_csv, region_split
+from mixscale.model import load_model
+from mixscale.data import read_points_csv
+from mixscale.train.detection import region_split
 
 PATCH = 11
 
@@ -186,9 +187,11 @@ def test_schema_defaults_mirror_the_point_dataset_and_the_net_defaults_to_classi
 
 
 def test_region_split_shares_no_pixel_and_keeps_every_point():
-    cfg = validate_config({"version": 1, "task": "detection", "run_dir": "unused",
+    from mixscale.train.builder import data_settings
+
+    cfg = data_settings(validate_config({"version": 1, "task": "detection", "run_dir": "unused",
                            "data": {"train_images": "a.tif", "train_points": "a.csv", "patch_shape": [5, 5],
-                                    "val_fraction": 0.25}})
+                                    "val_fraction": 0.25}}))
     x = np.arange(2 * 20 * 32, dtype=np.float32).reshape(2, 20, 32)  # longest axis: the last (32 -> 24 + 8)
     p = np.array([[1.0, 3.0], [10.0, 23.4], [5.0, 23.6], [19.0, 31.0]])
     c = np.array([1, 0, 1, 2])
@@ -203,12 +206,12 @@ def test_region_split_shares_no_pixel_and_keeps_every_point():
 
 
 def test_single_image_builds_a_region_split_with_class_balance(tmp_path, blob_files):
-    from mixscale.train.data import build_training_data
+    from mixscale.train.builder import build_data
 
     cfg = _config(tmp_path, blob_files, val_fraction=0.3)
     for key in ("val_images", "val_points"):
         del cfg["data"][key]
-    data = build_training_data(validate_config(cfg))
+    data = build_data(validate_config(cfg))
     assert data.out_channels == 2 and data.in_channels == 1
     assert data.val.parts[0].images[0].shape == (1, 22, 72)  # the last 30% of the rows (first longest axis)
     counts = data.train.class_counts()

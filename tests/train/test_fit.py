@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from mixscale import api
-from mixscale.modelfile import load_model
+from mixscale.model import load_model
 
 
 def _epochs_logged(metrics_csv):
@@ -119,9 +119,9 @@ def test_3d_training_and_prediction(tmp_path):
 def test_2d_model_needs_an_axis_for_a_volume(tiny_config):
     result = api.train(tiny_config, overrides=["trainer.max_epochs=1"])
     vol = np.zeros((5, 40, 40), np.float32)
-    with pytest.raises(ValueError, match="is 3D but the model is 2D; pass axis=0"):
+    with pytest.raises(ValueError, match="is 3D but the model is 2D; pass slice_axis=0"):
         api.predict(result.model_path, vol)
-    assert api.predict(result.model_path, vol, axis=2).shape == (5, 40, 40)
+    assert api.predict(result.model_path, vol, slice_axis=2).shape == (5, 40, 40)
 
 
 def test_ddp_on_cpu_with_gloo(tiny_config_file, tmp_path):
@@ -158,7 +158,7 @@ def test_multichannel_regression_with_channel_axis_last(tmp_path):
     assert info.net_config["in_channels"] == 2 and info.net_config["out_channels"] == 1
     out = api.predict(result.model_path, inputs[0], channel_axis=-1)
     assert out.shape == (24, 24)
-    with pytest.raises(ValueError, match="has 24 channels; the model expects 2"):
+    with pytest.raises(ValueError, match="has 24 channels on axis 0; the model expects 2"):
         api.predict(result.model_path, inputs[0])  # channels are not on axis 0 here
     with pytest.raises(ValueError, match="device='gpu' is not allowed"):
         api.predict(result.model_path, inputs[0], channel_axis=-1, device="gpu")
@@ -167,8 +167,8 @@ def test_multichannel_regression_with_channel_axis_last(tmp_path):
 def test_tiled_prediction_equals_whole_image(tiny_config, tmp_path):
     result = api.train(tiny_config, overrides=["trainer.max_epochs=1"])
     vol = np.random.default_rng(3).normal(size=(2, 40, 37)).astype(np.float32)
-    whole = api.predict(result.model_path, vol, axis=0, probabilities=True)
-    tiled = api.predict(result.model_path, vol, axis=0, probabilities=True, tile_shape=(16, 12), overlap=0.3)
+    whole = api.predict(result.model_path, vol, slice_axis=0, probabilities=True)
+    tiled = api.predict(result.model_path, vol, slice_axis=0, probabilities=True, tile_shape=(16, 12), overlap=0.3)
     np.testing.assert_allclose(tiled, whole, rtol=1e-5, atol=1e-5)
     out = tmp_path / "tiled.tif"
     from mixscale.cli.main import main

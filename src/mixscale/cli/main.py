@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 import time
+import traceback
 
 
 def _add_train(sub) -> None:
@@ -31,7 +32,7 @@ def _add_predict(sub) -> None:
     p.add_argument("input", help="image address: file.tif, file.h5:/path, file.zarr, 'slices/*.png', ...")
     p.add_argument("-o", "--output", required=True, help="output address (any supported format)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default: cpu)")
-    p.add_argument("--axis", type=int, default=None,
+    p.add_argument("--axis", "--slice-axis", dest="slice_axis", type=int, default=None,
                    help="for a 2D model and a 3D input: predict slice by slice along this axis")
     p.add_argument("--batch-size", type=int, default=1, help="slices per forward pass (default: 1)")
     p.add_argument("--probabilities", action="store_true", help="write class probabilities instead of labels")
@@ -50,7 +51,8 @@ def _add_predict(sub) -> None:
                         "or 128-cubes for 3D models)")
     g.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="threads (default), sync, processes, or a dask.distributed address tcp://host:8786")
-    g.add_argument("--workers", type=int, default=None, help="blocks in flight for local schedulers (default 2)")
+    g.add_argument("--workers", dest="blocks_in_flight", type=int, default=None,
+                   help="blocks computed at once by local schedulers (default 2)")
     g.add_argument("--num-parts", type=int, default=1, help="split the blocks into this many parts (job arrays)")
     g.add_argument("--part-id", type=int, default=0, help="which part this process computes (0-based)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -91,7 +93,8 @@ def _add_detect(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mixscale", description="Deep learning for scientific images: "
                                      "MS-D networks and U-Nets, trained from few labels.")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="-v: debug log output (default: info)")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="-v: debug log output and tracebacks of errors (default: info)")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_train(sub)
@@ -120,20 +123,21 @@ def _cmd_predict(args) -> None:
     from mixscale import api
 
     t0 = time.perf_counter()
-    common = dict(device=args.device, axis=args.axis, batch_size=args.batch_size, probabilities=args.probabilities,
+    common = dict(device=args.device, slice_axis=args.slice_axis, batch_size=args.batch_size, probabilities=args.probabilities,
                   overwrite=args.overwrite, channel_axis=args.channel_axis, overlap=args.overlap, blend=args.blend,
                   tta=args.tta, tile_shape=_one_or_tuple(args.tile_shape))
     if args.output.rstrip("/").endswith(".zarr"):
         s = api.predict_blocks(args.model, args.input, args.output, **common, scheduler=args.scheduler,
-                               block_shape=_one_or_tuple(args.block_shape), num_workers=args.workers,
+                               block_shape=_one_or_tuple(args.block_shape), blocks_in_flight=args.blocks_in_flight,
                                num_parts=args.num_parts, part_id=args.part_id, progress=not args.no_progress)
         state = "complete" if s["complete"] else "incomplete: other parts or a rerun still have blocks to do"
         print(f"wrote {s['output']}: {s['computed']} blocks computed, {s['skipped']} already done, of "
               f"{s['blocks']} ({state}); {s['voxels_per_second'] / 1e6:.3g} Mvoxels/s, {s['seconds']:.1f} s")
         return
-    for flag in ("block_shape", "scheduler", "workers"):
-        if getattr(args, flag) is not None:
-            raise ValueError(f"--{flag.replace('_', '-')} needs a .zarr output (block-wise prediction)")
+    for flag, dest in (("--block-shape", "block_shape"), ("--scheduler", "scheduler"),
+                       ("--workers", "blocks_in_flight")):
+        if getattr(args, dest) is not None:
+            raise ValueError(f"{flag} needs a .zarr output (block-wise prediction)")
     if args.num_parts != 1 or args.part_id != 0:
         raise ValueError("--num-parts/--part-id need a .zarr output (block-wise prediction)")
     out = api.predict(args.model, args.input, args.output, **common)
@@ -188,7 +192,7 @@ def _cmd_info(args) -> None:
 
 
 def _cmd_demo(args) -> None:
-    from mixscale.demo import run_demo
+    from mixscale.recipes.demo import run_demo
 
     t0 = time.perf_counter()
     s = run_demo(args.out, epochs=args.epochs)
@@ -222,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         COMMANDS[args.command](args)
-    except (ValueError, TypeError, OSError) as exc:
+    except (ValueError, OSError) as exc:  # bad input or a file problem: one line (a traceback with -v)
+        if args.verbose:
+            traceback.print_exc()
         print(f"mixscale {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -11,6 +11,8 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..tasks import TASKS, get_task
+
 CONFIG_VERSION = 1
 Paths = Union[str, list[str]]
 
@@ -131,7 +133,7 @@ class TrainConfig(_Strict):
     """A whole training run."""
 
     version: Literal[1] = CONFIG_VERSION
-    task: Literal["segmentation", "regression", "reconstruction", "detection"] = "segmentation"
+    task: Literal[tuple(TASKS)] = "segmentation"  # the rows of mixscale.tasks
     run_dir: str
     seed: int = 0
     data: DataConfig
@@ -160,19 +162,17 @@ class TrainConfig(_Strict):
 
     @model_validator(mode="after")
     def _task_needs(self):
-        if self.task == "segmentation" and self.data.num_classes is None:
-            raise ValueError("data.num_classes is required for task 'segmentation'")
-        d = self.data
-        if self.task == "detection":
+        task, d = get_task(self.task), self.data
+        if task.targets == "labels" and d.num_classes is None:
+            raise ValueError(f"data.num_classes is required for task {self.task!r}")
+        if task.targets == "points":
             return self._detection_needs()
         if d.train_points is not None or d.val_points is not None:
             raise ValueError(f"data.train_points/val_points are for task 'detection', not {self.task!r}")
-        if d.split == "region":
-            raise ValueError(f"data.split='region' is for task 'detection'; task {self.task!r} allows "
-                             "auto, images or pixels")
-        if self.task == "reconstruction":  # an autoencoder learns to give back its input
+        self._check_split()
+        if task.target_key is None:  # an autoencoder learns to give back its input
             if d.train_labels is not None or d.val_labels is not None:
-                raise ValueError("task 'reconstruction' uses the images as targets: remove data.train_labels "
+                raise ValueError(f"task {self.task!r} uses the images as targets: remove data.train_labels "
                                  "and data.val_labels")
         elif d.train_labels is None:
             raise ValueError(f"data.train_labels is required for task {self.task!r}")
@@ -189,14 +189,21 @@ class TrainConfig(_Strict):
                              "instead of data.train_labels (and val_labels)")
         if (d.val_images is None) != (d.val_points is None):
             raise ValueError("val_images and val_points must be given together")
-        if d.split == "pixels":
-            raise ValueError("task 'detection' cannot hold out pixels; data.split must be auto, images or region")
+        self._check_split()
         if d.context_slices:
             raise ValueError("task 'detection' does not take data.context_slices")
         return self
 
+    def _check_split(self) -> None:
+        split, task = self.data.split, get_task(self.task)
+        if split in task.splits:
+            return
+        why = {"pixels": f"task {self.task!r} cannot hold out pixels",
+               "region": "data.split='region' is for task 'detection'"}.get(split, f"data.split={split!r}")
+        raise ValueError(f"{why}; data.split must be one of {list(task.splits)} for task {self.task!r}")
+
     def loss_spec(self) -> str | dict[str, float]:
-        """The loss: cross-entropy for segmentation and detection, MSE for regression and reconstruction."""
+        """The loss: the config's, else the task's default (cross-entropy for class tasks, MSE for images)."""
         if self.loss is not None:
             return self.loss
-        return "ce" if self.task in ("segmentation", "detection") else "mse"
+        return get_task(self.task).default_loss

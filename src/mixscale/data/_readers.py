@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import h5py
@@ -222,9 +223,20 @@ class HDF5Array:
         self.close()
 
 
+class WholeFileReadWarning(UserWarning):
+    """A file could not be opened lazily and was read into memory as a whole."""
+
+
+class WholeFileArray(np.ndarray):
+    """An array read from a file as a whole (no lazy view was possible); ``whole_file`` says so."""
+
+    whole_file = True
+
+
 def open_tiff(path: Path):
     """Open a TIFF lazily: a memory map when the data are contiguous and
-    uncompressed, else a zarr view on the TIFF's pages or tiles, else a full read."""
+    uncompressed, else a zarr view on the TIFF's pages or tiles, else a full read
+    (with a :class:`WholeFileReadWarning`; the result's ``whole_file`` is True)."""
     try:
         return tifffile.memmap(path, mode="r")
     except (ValueError, TypeError) as exc:
@@ -238,4 +250,6 @@ def open_tiff(path: Path):
             return arr
     except Exception as exc:  # noqa: BLE001 - any failure here falls back to reading
         logger.debug("zarr view of TIFF %s failed (%s); reading it fully", path, exc)
-    return tifffile.imread(path)
+    warnings.warn(f"TIFF {path} can be neither memory-mapped nor viewed lazily (compressed in a layout "
+                  "tifffile cannot index): it is read into memory as a whole", WholeFileReadWarning, stacklevel=2)
+    return tifffile.imread(path).view(WholeFileArray)

@@ -15,6 +15,8 @@ import math
 import time
 from typing import Callable, Iterable, Sequence
 
+from .._checks import check_int
+
 logger = logging.getLogger(__name__)
 
 LOCAL_SCHEDULERS = ("threads", "sync", "processes")
@@ -91,7 +93,7 @@ class Progress:
 
 
 def run_blocks(compute: Callable[[int], int], indices: Iterable[int], *, scheduler=None,
-               num_workers: int | None = None, progress: bool = False) -> int:
+               blocks_in_flight: int | None = None, progress: bool = False) -> int:
     """Run ``compute(i)`` for every block index on Dask; return the voxels computed.
 
     Parameters
@@ -104,8 +106,8 @@ def run_blocks(compute: Callable[[int], int], indices: Iterable[int], *, schedul
         block after another in this thread; ``"processes"``: local processes; an
         address such as ``"tcp://host:8786"`` or a ``distributed.Client``: that
         cluster (local, or remote such as dask-jobqueue on SLURM).
-    num_workers : int, optional
-        Blocks in flight for the local schedulers (default: 2 threads, so reading
+    blocks_in_flight : int, optional
+        Blocks computed at once for the local schedulers (default: 2 threads, so reading
         and writing one block overlaps computing another).
     progress : bool
         Show a progress bar.
@@ -119,7 +121,7 @@ def run_blocks(compute: Callable[[int], int], indices: Iterable[int], *, schedul
     bar = Progress(len(indices), enabled=progress)
     try:
         if scheduler is None or isinstance(scheduler, str) and scheduler in LOCAL_SCHEDULERS:
-            _run_local(compute, indices, scheduler or "threads", num_workers, bar)
+            _run_local(compute, indices, scheduler or "threads", blocks_in_flight, bar)
         else:
             _run_distributed(compute, indices, scheduler, bar)
     finally:
@@ -127,15 +129,14 @@ def run_blocks(compute: Callable[[int], int], indices: Iterable[int], *, schedul
     return bar.voxels
 
 
-def _run_local(compute, indices, scheduler, num_workers, bar) -> None:
+def _run_local(compute, indices, scheduler, blocks_in_flight, bar) -> None:
     import dask
     from dask.callbacks import Callback
 
-    if num_workers is not None and (isinstance(num_workers, bool) or not isinstance(num_workers, int)
-                                    or num_workers < 1):
-        raise ValueError(f"num_workers={num_workers!r} is not allowed; expected an integer >= 1")
+    if blocks_in_flight is not None:
+        check_int("blocks_in_flight", blocks_in_flight, minimum=1)
     tasks = [dask.delayed(compute, pure=False)(i, dask_key_name=f"block-{i}") for i in indices]
-    workers = 1 if scheduler == "sync" else (num_workers or 2)
+    workers = 1 if scheduler == "sync" else (blocks_in_flight or 2)
 
     class _Tick(Callback):
         def _posttask(self, key, result, dsk, state, worker_id):

@@ -13,6 +13,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .._checks import check_choice, check_int
+
 logger = logging.getLogger(__name__)
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 
@@ -34,14 +36,14 @@ def predict_whole(predictor: Predictor, image: np.ndarray, *, device: str | torc
 
 
 @torch.no_grad()
-def predict_slices(predictor: Predictor, volume: np.ndarray, *, axis: int, batch_size: int = 1,
+def predict_slices(predictor: Predictor, volume: np.ndarray, *, slice_axis: int, batch_size: int = 1,
                    device: str | torch.device = "cpu") -> np.ndarray:
-    """Run a 2D ``predictor`` slice by slice along spatial ``axis`` of a volume.
+    """Run a 2D ``predictor`` slice by slice along spatial ``slice_axis`` of a volume.
 
     Parameters
     ----------
     volume : (C, D0, D1, D2) ndarray
-    axis : {0, 1, 2}
+    slice_axis : {0, 1, 2}
         Spatial axis to slice along.
     batch_size : int
         Slices per forward pass.
@@ -50,11 +52,9 @@ def predict_slices(predictor: Predictor, volume: np.ndarray, *, axis: int, batch
     -------
     (C_out, D0, D1, D2) float32 ndarray
     """
-    if axis not in (0, 1, 2, -1, -2, -3):
-        raise ValueError(f"axis={axis} is not allowed; expected a spatial axis 0, 1 or 2")
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size} is not allowed; expected an integer >= 1")
-    moved = np.moveaxis(volume, 1 + axis % 3, 1)  # (C, S, H, W): slices along axis 1
+    check_choice("slice_axis", slice_axis, (0, 1, 2, -1, -2, -3))
+    check_int("batch_size", batch_size, minimum=1)
+    moved = np.moveaxis(volume, 1 + slice_axis % 3, 1)  # (C, S, H, W): slices along axis 1
     out = None
     for start in range(0, moved.shape[1], batch_size):
         chunk = np.ascontiguousarray(moved[:, start : start + batch_size].swapaxes(0, 1), dtype=np.float32)
@@ -63,4 +63,4 @@ def predict_slices(predictor: Predictor, volume: np.ndarray, *, axis: int, batch
             out = np.empty((y.shape[1], moved.shape[1], *y.shape[2:]), dtype=np.float32)
         out[:, start : start + len(chunk)] = y.swapaxes(0, 1)
         logger.debug("slices %d-%d of %d done", start, start + len(chunk) - 1, moved.shape[1])
-    return np.moveaxis(out, 1, 1 + axis % 3)
+    return np.moveaxis(out, 1, 1 + slice_axis % 3)

@@ -1,77 +1,48 @@
-"""From the ``data`` section of a config to training and validation datasets."""
+"""Label maps or image targets -> training and validation patch datasets (tasks other than detection)."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import TrainConfig
 from ..data import (Augmentation, Normalization, PatchDataset, PatchSampler, check_label_convention,
                     compute_normalization, pixel_split, prepare_labels, read_image, split_images)
 
+from .settings import DataSettings, TrainingData, addresses, to_channels_first
+
 logger = logging.getLogger(__name__)
 
-IMAGE_TARGET_TASKS = ("regression", "reconstruction")  # float image targets (NaN = unlabelled)
 
-
-@dataclass
-class TrainingData:
-    """Datasets plus what the model file must remember about the data."""
-
-    train: PatchDataset
-    val: PatchDataset
-    in_channels: int
-    out_channels: int
-    normalization: dict
-    target_normalization: dict | None
-    class_names: list[str] | None
-
-
-def _addresses(value) -> list[str]:
-    return [value] if isinstance(value, str) else list(value)
-
-
-def to_channels_first(array: np.ndarray, *, channel_axis: int | None) -> np.ndarray:
-    """``(*S)`` or an array with a channel axis -> ``(C, *S)``."""
-    if channel_axis is None:
-        return array[None]
-    if not -array.ndim <= channel_axis < array.ndim:
-        raise ValueError(f"channel_axis={channel_axis} is out of range for an array of shape {array.shape}")
-    return np.moveaxis(array, channel_axis, 0)
-
-
-def load_pairs(images, labels, config: TrainConfig) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def load_pairs(images, labels, s: DataSettings) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Read image and label files; images become ``(C, *S)`` float32, labels ``(*S)`` int64 or ``(C, *S)``."""
-    d = config.data
-    reconstruct = config.task == "reconstruction"  # targets are the images themselves: no label files
-    img_paths = _addresses(images)
-    lab_paths = img_paths if reconstruct else _addresses(labels)
+    reconstruct = s.task.targets == "inputs"  # targets are the images themselves: no label files
+    img_paths = addresses(images)
+    lab_paths = img_paths if reconstruct else addresses(labels)
     if len(img_paths) != len(lab_paths):
         raise ValueError(f"{len(img_paths)} image entries but {len(lab_paths)} label entries; they must pair up")
     xs, ys = [], []
     for ip, lp in zip(img_paths, lab_paths):
         raw = np.asarray(read_image(ip))
-        x = to_channels_first(raw, channel_axis=d.channel_axis)
+        x = to_channels_first(raw, channel_axis=s.channel_axis)
         y = raw if reconstruct else np.asarray(read_image(lp))
-        if config.task in IMAGE_TARGET_TASKS:
+        if s.task.image_targets:
             # a target with as many axes as the image has channels on the same axis; otherwise one channel
-            y_axis = d.channel_axis if y.ndim == raw.ndim else None
+            y_axis = s.channel_axis if y.ndim == raw.ndim else None
             y = to_channels_first(y, channel_axis=y_axis).astype(np.float32)
         else:
-            check_label_convention(y, convention=d.label_convention, num_classes=d.num_classes)
-            y = prepare_labels(y, num_classes=d.num_classes, convention=d.label_convention,
-                               ignore_index=d.ignore_index)
-        spatial_y = y.shape[1:] if config.task in IMAGE_TARGET_TASKS else y.shape
+            check_label_convention(y, convention=s.label_convention, num_classes=s.num_classes)
+            y = prepare_labels(y, num_classes=s.num_classes, convention=s.label_convention,
+                               ignore_index=s.ignore_index)
+        spatial_y = y.shape[1:] if s.task.image_targets else y.shape
         if x.shape[1:] != spatial_y:
             raise ValueError(f"image {ip} has spatial shape {x.shape[1:]} but labels {lp} have {spatial_y}")
-        if x.ndim - 1 < d.spatial_dims:
-            raise ValueError(f"image {ip} has shape {x.shape[1:]}: too few axes for spatial_dims={d.spatial_dims}")
+        if x.ndim - 1 < s.spatial_dims:
+            raise ValueError(f"image {ip} has shape {x.shape[1:]}: too few axes for spatial_dims={s.spatial_dims}")
         if not np.isfinite(x).all():
             raise ValueError(f"image {ip} contains NaN or infinite values")
         x = x.astype(np.float32, copy=False)
-        if reconstruct and x.ndim - 1 == d.spatial_dims + 1:  # a stack: each image is one sample
+        if reconstruct and x.ndim - 1 == s.spatial_dims + 1:  # a stack: each image is one sample
             xs += [x[:, k] for k in range(x.shape[1])]
             ys += [y[:, k] for k in range(y.shape[1])]
             continue
@@ -80,38 +51,36 @@ def load_pairs(images, labels, config: TrainConfig) -> tuple[list[np.ndarray], l
     return xs, ys
 
 
-def _regression_split(targets, config):
+def _regression_split(targets, s):
     """Pixel split of regression targets: finite pixels are 'labelled'; the other half becomes NaN."""
-    d = config.data
     tr, va = [], []
     for t in targets:
         lab = np.where(np.isfinite(t).all(0), 0, -1)
-        a, b = pixel_split(lab, val_fraction=d.val_fraction, ignore_index=-1, seed=config.seed)
+        a, b = pixel_split(lab, val_fraction=s.val_fraction, ignore_index=-1, seed=s.seed)
         tr.append(np.where(a[None] >= 0, t, np.nan).astype(np.float32))
         va.append(np.where(b[None] >= 0, t, np.nan).astype(np.float32))
     return tr, va
 
 
-def split_train_val(xs, ys, config: TrainConfig):
+def split_train_val(xs, ys, s: DataSettings):
     """Use the validation files if given; else split images (3 or more) or labelled pixels (1 or 2)."""
-    d = config.data
-    if d.val_images is not None:
-        vx, vy = load_pairs(d.val_images, d.val_labels, config)
+    if s.val_images is not None:
+        vx, vy = load_pairs(s.val_images, s.val_labels, s)
         return xs, ys, vx, vy
-    mode = d.split if d.split != "auto" else ("images" if len(xs) >= 3 else "pixels")
+    mode = s.split if s.split != "auto" else ("images" if len(xs) >= 3 else "pixels")
     logger.info("validation split: %s (%d training images)", mode, len(xs))
-    if mode == "pixels" and config.task == "reconstruction":
+    if mode == "pixels" and s.task.targets == "inputs":
         raise ValueError("task 'reconstruction' cannot hold out pixels (the input shows them): give data.val_images, "
                          "3 or more images (each image of a stack counts) or split='images'")
     if mode == "images":
         if len(xs) < 2:
             raise ValueError("data.split='images' needs at least 2 images; use split='pixels' for one image")
-        tr, va = split_images(len(xs), val_fraction=d.val_fraction, seed=config.seed)
+        tr, va = split_images(len(xs), val_fraction=s.val_fraction, seed=s.seed)
         return [xs[i] for i in tr], [ys[i] for i in tr], [xs[i] for i in va], [ys[i] for i in va]
-    if config.task in IMAGE_TARGET_TASKS:
-        ty, vy = _regression_split(ys, config)
+    if s.task.image_targets:
+        ty, vy = _regression_split(ys, s)
     else:
-        pairs = [pixel_split(y, val_fraction=d.val_fraction, ignore_index=d.ignore_index, seed=config.seed)
+        pairs = [pixel_split(y, val_fraction=s.val_fraction, ignore_index=s.ignore_index, seed=s.seed)
                  for y in ys]
         ty, vy = [p[0] for p in pairs], [p[1] for p in pairs]
     return xs, ty, xs, vy
@@ -134,36 +103,34 @@ def _scale_targets(targets, norm: Normalization):
     return [((t - mean) / std).astype(np.float32) for t in targets]
 
 
-def build_training_data(config: TrainConfig) -> TrainingData:
-    """Read, check, split and wrap the data of ``config`` in patch datasets (normalised on the fly)."""
-    if config.task == "detection":  # point annotations, patch classifier: see train/detection.py
-        from .detection import build_detection_data
+def build_training_data(s: DataSettings) -> TrainingData:
+    """Read, check, split and wrap the data in patch datasets (normalised on the fly).
 
-        return build_detection_data(config)
-    d = config.data
-    xs, ys = load_pairs(d.train_images, d.train_labels, config)
-    tx, ty, vx, vy = split_train_val(xs, ys, config)
+    For tasks whose targets are label maps or images; point targets: :mod:`mixscale.train.detection`.
+    """
+    xs, ys = load_pairs(s.train_images, s.train_labels, s)
+    tx, ty, vx, vy = split_train_val(xs, ys, s)
     norm = compute_normalization(tx, channel_axis=0)
     target_norm = None
-    if config.task in IMAGE_TARGET_TASKS:  # reconstruction: the target is exactly the normalised input
-        target_norm = norm if config.task == "reconstruction" else target_normalization(ty)
+    if s.task.image_targets:  # reconstruction: the target is exactly the normalised input
+        target_norm = norm if s.task.targets == "inputs" else target_normalization(ty)
         ty, vy = _scale_targets(ty, target_norm), _scale_targets(vy, target_norm)
-    sampler = lambda X, Y, frac: PatchSampler(X, Y, patch_shape=tuple(d.patch_shape),  # noqa: E731
-                                              spatial_dims=d.spatial_dims, ignore_index=d.ignore_index,
-                                              label_fraction=frac, slice_axis=d.slice_axis,
-                                              context_slices=d.context_slices)
-    aug_kwargs = d.augment.model_dump()
-    if config.task in IMAGE_TARGET_TASKS and (aug_kwargs["intensity_scale"] or aug_kwargs["intensity_shift"]):
+    sampler = lambda X, Y, frac: PatchSampler(X, Y, patch_shape=tuple(s.patch_shape),  # noqa: E731
+                                              spatial_dims=s.spatial_dims, ignore_index=s.ignore_index,
+                                              label_fraction=frac, slice_axis=s.slice_axis,
+                                              context_slices=s.context_slices)
+    aug_kwargs = dict(s.augment)
+    if s.task.image_targets and (aug_kwargs["intensity_scale"] or aug_kwargs["intensity_shift"]):
         # rescaling the input but not the target would teach a denoiser wrong intensities
         logger.info("regression: intensity scale/shift augmentation disabled (it would change input only)")
         aug_kwargs.update(intensity_scale=None, intensity_shift=None)
     aug = Augmentation(**aug_kwargs)
-    train = PatchDataset(sampler(tx, ty, d.label_fraction), augmentation=aug, samples_per_epoch=d.samples_per_epoch,
-                         seed=config.seed, normalization=norm)
-    val = PatchDataset(sampler(vx, vy, 1.0), samples_per_epoch=d.val_samples, seed=config.seed + 1,
+    train = PatchDataset(sampler(tx, ty, s.label_fraction), augmentation=aug, samples_per_epoch=s.samples_per_epoch,
+                         seed=s.seed, normalization=norm)
+    val = PatchDataset(sampler(vx, vy, 1.0), samples_per_epoch=s.val_samples, seed=s.seed + 1,
                        normalization=norm)
-    in_channels = tx[0].shape[0] * (2 * d.context_slices + 1)  # 2.5D: context slices are channels
-    out_channels = d.num_classes if config.task == "segmentation" else ty[0].shape[0]
-    names = d.class_names or ([f"class_{i}" for i in range(d.num_classes)] if d.num_classes else None)
+    in_channels = tx[0].shape[0] * (2 * s.context_slices + 1)  # 2.5D: context slices are channels
+    out_channels = s.num_classes if s.task.targets == "labels" else ty[0].shape[0]
+    names = s.class_names or ([f"class_{i}" for i in range(s.num_classes)] if s.num_classes else None)
     return TrainingData(train, val, in_channels, out_channels, norm.to_dict(),
                         target_norm.to_dict() if target_norm else None, names)

@@ -1,13 +1,7 @@
 """Task 'detection': point annotations in CSV files -> patch datasets for a patch classifier.
 
-Points file format (one CSV per image, in the order of ``data.train_images``):
-a header row naming the coordinate columns ``y,x`` (2D) or ``z,y,x`` (3D), in
-pixels (rounded to the nearest pixel), and optionally ``class``: an integer,
-``1..K`` for the object classes and ``0`` for annotated background (junk, known
-false detections: hard negatives). Without a ``class`` column every point is
-class 1. Other columns are ignored, so the output of ``mixscale detect``
-(``y,x,class,score``) can be corrected and fed back as annotations. A file with
-only the header is an image without objects.
+One points CSV per image, in the order of ``data.train_images`` (format:
+:mod:`mixscale.data.points_csv`; coordinates are rounded to the nearest pixel).
 
 Validation, when no ``data.val_images``/``val_points`` are given:
 
@@ -23,87 +17,18 @@ Validation, when no ``data.val_images``/``val_points`` are given:
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..config import TrainConfig
-from ..data import Augmentation, PointPatchDataset, compute_normalization, read_image, split_images
+from ..data import Augmentation, PointPatchDataset, compute_normalization, read_image, read_points_csv, split_images
+
+from .settings import DataSettings, TrainingData, addresses, to_channels_first
 
 logger = logging.getLogger(__name__)
-
-COORDINATES = {2: ("y", "x"), 3: ("z", "y", "x")}
-CLASS_COLUMN = "class"
-
-
-def _addresses(value) -> list[str]:
-    return [value] if isinstance(value, str) else list(value)
-
-
-def _number(text: str, path, line: int, column: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"points file {path}, line {line}: column {column!r} holds {text!r}, not a number") from None
-    if not math.isfinite(value):
-        raise ValueError(f"points file {path}, line {line}: column {column!r} holds {text!r}, not a finite number")
-    return value
-
-
-def read_points_csv(path, *, spatial_dims: int) -> tuple[np.ndarray, np.ndarray]:
-    """Read a points CSV: ``(M, spatial_dims)`` float coordinates and ``(M,)`` int64 classes.
-
-    Parameters
-    ----------
-    path : str or Path
-        CSV with a header holding ``y,x`` (2D) or ``z,y,x`` (3D) and optionally ``class``.
-    spatial_dims : {2, 3}
-
-    Examples
-    --------
-    >>> import tempfile, os
-    >>> f = os.path.join(tempfile.mkdtemp(), "p.csv")
-    >>> _ = open(f, "w").write("y,x,class\\n3,4,1\\n10.4,2,0\\n")
-    >>> pts, cls = read_points_csv(f, spatial_dims=2)
-    >>> pts.tolist(), cls.tolist()
-    ([[3.0, 4.0], [10.4, 2.0]], [1, 0])
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"points file not found: {path}")
-    wanted = COORDINATES[spatial_dims]
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    header = [h.strip().lower() for h in rows[0]] if rows else []
-    missing = [c for c in wanted if c not in header]
-    if missing:
-        raise ValueError(f"points file {path} has columns {header} but lacks {missing}: a {spatial_dims}D points "
-                         f"file needs a header with {','.join(wanted)} and optionally {CLASS_COLUMN!r} "
-                         "(0 = background, 1..K = object classes)")
-    where = [header.index(c) for c in wanted]
-    cls_at = header.index(CLASS_COLUMN) if CLASS_COLUMN in header else None
-    coords, classes = [], []
-    for line, row in enumerate(rows[1:], start=2):
-        if not any(cell.strip() for cell in row):
-            continue
-        if len(row) != len(header):
-            raise ValueError(f"points file {path}, line {line}: {len(row)} fields but the header has {len(header)}")
-        coords.append([_number(row[i], path, line, c) for i, c in zip(where, wanted)])
-        if cls_at is not None:
-            value = _number(row[cls_at], path, line, CLASS_COLUMN)
-            if value != int(value) or value < 0:
-                raise ValueError(f"points file {path}, line {line}: class {row[cls_at]!r} is not allowed; "
-                                 "expected an integer >= 0 (0 = background, 1..K = object classes)")
-            classes.append(int(value))
-        else:
-            classes.append(1)
-    return np.asarray(coords, np.float64).reshape(-1, spatial_dims), np.asarray(classes, np.int64)
-
 
 def _check_inside(points: np.ndarray, shape, points_path, image_path) -> None:
     rounded = np.rint(points)
@@ -114,22 +39,19 @@ def _check_inside(points: np.ndarray, shape, points_path, image_path) -> None:
                          f"spatial shape {tuple(shape)}, e.g. line {k + 2}: {points[k].tolist()}")
 
 
-def load_detection_data(images, points, config: TrainConfig) -> tuple[list[np.ndarray], list, list]:
+def load_detection_data(images, points, s: DataSettings) -> tuple[list[np.ndarray], list, list]:
     """Images ``(C, *S)`` float32 with their points and classes, checked against each other."""
-    from .data import to_channels_first
-
-    d = config.data
-    img_paths, pts_paths = _addresses(images), _addresses(points)
+    img_paths, pts_paths = addresses(images), addresses(points)
     if len(img_paths) != len(pts_paths):
         raise ValueError(f"{len(img_paths)} image entries but {len(pts_paths)} points files; task 'detection' "
                          "needs one points CSV per image, in the same order")
     xs, ps, cs = [], [], []
     for ip, pp in zip(img_paths, pts_paths):
-        pts, cls = read_points_csv(pp, spatial_dims=d.spatial_dims)  # cheap checks before reading the image
-        x = to_channels_first(np.asarray(read_image(ip)), channel_axis=d.channel_axis)
-        if x.ndim - 1 != d.spatial_dims:
+        pts, cls = read_points_csv(pp, spatial_dims=s.spatial_dims)  # cheap checks before reading the image
+        x = to_channels_first(np.asarray(read_image(ip)), channel_axis=s.channel_axis)
+        if x.ndim - 1 != s.spatial_dims:
             raise ValueError(f"image {ip} has shape {x.shape[1:]} (after the channel axis); task 'detection' needs "
-                             f"exactly spatial_dims={d.spatial_dims} spatial axes per image file")
+                             f"exactly spatial_dims={s.spatial_dims} spatial axes per image file")
         if not np.isfinite(x).all():
             raise ValueError(f"image {ip} contains NaN or infinite values")
         _check_inside(pts, x.shape[1:], pp, ip)
@@ -139,33 +61,31 @@ def load_detection_data(images, points, config: TrainConfig) -> tuple[list[np.nd
     return xs, ps, cs
 
 
-def count_classes(classes: list[np.ndarray], config: TrainConfig) -> int:
+def count_classes(classes: list[np.ndarray], s: DataSettings) -> int:
     """``data.num_classes`` (background included) or the largest point class + 1; every class checked."""
-    d = config.data
     top = max((int(c.max()) for c in classes if len(c)), default=0)
     if top < 1:
         raise ValueError("the training points hold no object point (class >= 1); task 'detection' needs some")
-    n = d.num_classes if d.num_classes is not None else max(2, top + 1)
+    n = s.num_classes if s.num_classes is not None else max(2, top + 1)
     if top >= n:
         raise ValueError(f"a point has class {top} but data.num_classes={n} allows classes 0..{n - 1} "
                          "(0 = background)")
-    if d.class_names is not None and len(d.class_names) != n:
-        raise ValueError(f"data.class_names has {len(d.class_names)} entries but the points give {n} classes "
+    if s.class_names is not None and len(s.class_names) != n:
+        raise ValueError(f"data.class_names has {len(s.class_names)} entries but the points give {n} classes "
                          "(background included)")
     return n
 
 
-def region_split(xs, ps, cs, config: TrainConfig):
+def region_split(xs, ps, cs, s: DataSettings):
     """Cut every image along its longest axis: the last ``val_fraction`` becomes a validation image."""
-    d = config.data
     tx, tp, tc, vx, vp, vc = [], [], [], [], [], []
     for x, p, c in zip(xs, ps, cs):
         axis = int(np.argmax(x.shape[1:]))
         n = x.shape[1 + axis]
-        cut = round(n * (1 - d.val_fraction))
-        if min(cut, n - cut) < d.patch_shape[axis]:
+        cut = round(n * (1 - s.val_fraction))
+        if min(cut, n - cut) < s.patch_shape[axis]:
             raise ValueError(f"data.split='region': an image of spatial shape {x.shape[1:]} cut at {cut} along "
-                             f"axis {axis} leaves a part smaller than patch_shape={d.patch_shape}; give "
+                             f"axis {axis} leaves a part smaller than patch_shape={s.patch_shape}; give "
                              "data.val_images/val_points, more images (split='images') or change val_fraction")
         val = np.rint(p[:, axis]) >= cut
         shift = np.zeros(p.shape[1])
@@ -177,24 +97,23 @@ def region_split(xs, ps, cs, config: TrainConfig):
         vp.append(p[val] - shift)
         vc.append(c[val])
     if not any((c > 0).any() for c in vc):
-        raise ValueError(f"data.split='region': the held-out part (last {d.val_fraction:.0%} of each image along "
+        raise ValueError(f"data.split='region': the held-out part (last {s.val_fraction:.0%} of each image along "
                          "its longest axis) holds no object point; give data.val_images/val_points or change "
                          "val_fraction")
     return tx, tp, tc, vx, vp, vc
 
 
-def split_detection(xs, ps, cs, config: TrainConfig):
+def split_detection(xs, ps, cs, s: DataSettings):
     """Validation files if given; else whole images (3 or more) or an image region (1 or 2)."""
-    d = config.data
-    if d.val_images is not None:
-        return (xs, ps, cs) + load_detection_data(d.val_images, d.val_points, config)
-    mode = d.split if d.split != "auto" else ("images" if len(xs) >= 3 else "region")
+    if s.val_images is not None:
+        return (xs, ps, cs) + load_detection_data(s.val_images, s.val_points, s)
+    mode = s.split if s.split != "auto" else ("images" if len(xs) >= 3 else "region")
     logger.info("detection validation split: %s (%d training images)", mode, len(xs))
     if mode == "region":
-        return region_split(xs, ps, cs, config)
+        return region_split(xs, ps, cs, s)
     if len(xs) < 2:
         raise ValueError("data.split='images' needs at least 2 images; use split='region' for one image")
-    tr, va = split_images(len(xs), val_fraction=d.val_fraction, seed=config.seed)
+    tr, va = split_images(len(xs), val_fraction=s.val_fraction, seed=s.seed)
     pick = lambda items, idx: [items[i] for i in idx]  # noqa: E731
     return pick(xs, tr), pick(ps, tr), pick(cs, tr), pick(xs, va), pick(ps, va), pick(cs, va)
 
@@ -239,29 +158,27 @@ class PointEpochs(Dataset):
         return x, y
 
 
-def build_detection_data(config: TrainConfig):
+def build_detection_data(s: DataSettings):
     """Read, check and split images and points; wrap them in point-patch datasets (normalised on the fly)."""
-    from .data import TrainingData
-
-    d = config.data
-    xs, ps, cs = load_detection_data(d.train_images, d.train_points, config)
-    num_classes = count_classes(cs, config)
-    tx, tp, tc, vx, vp, vc = split_detection(xs, ps, cs, config)
+    xs, ps, cs = load_detection_data(s.train_images, s.train_points, s)
+    num_classes = count_classes(cs, s)
+    tx, tp, tc, vx, vp, vc = split_detection(xs, ps, cs, s)
     top_val = max((int(c.max()) for c in vc if len(c)), default=0)
     if top_val >= num_classes:
         raise ValueError(f"a validation point has class {top_val} but the model has {num_classes} classes "
                          f"(0..{num_classes - 1}, from data.num_classes or the training points)")
     norm = compute_normalization(tx, channel_axis=0)
-    s = d.point_sampling.model_dump()
-    a = d.augment
-    intensity = Augmentation(dihedral=False, intensity_scale=a.intensity_scale, intensity_shift=a.intensity_shift,
-                             noise_std=a.noise_std)
-    has_intensity = a.intensity_scale or a.intensity_shift or a.noise_std > 0
+    sampling = dict(s.point_sampling)
+    a = s.augment
+    intensity = Augmentation(dihedral=False, intensity_scale=a["intensity_scale"], intensity_shift=a["intensity_shift"],
+                             noise_std=a["noise_std"])
+    has_intensity = a["intensity_scale"] or a["intensity_shift"] or a["noise_std"] > 0
 
     def sampler(images, points, classes, augment, seed, which):
         try:
-            return PointPatchDataset(images, points, tuple(d.patch_shape), point_classes=classes,
-                                     num_classes=num_classes, augment=augment, normalization=norm, seed=seed, **s)
+            return PointPatchDataset(images, points, tuple(s.patch_shape), point_classes=classes,
+                                     num_classes=num_classes, augment=augment, normalization=norm, seed=seed,
+                                     **sampling)
         except ValueError as exc:
             raise ValueError(f"{which} points: {exc}") from None
 
@@ -271,10 +188,10 @@ def build_detection_data(config: TrainConfig):
         return PointEpochs(lambda: sampler(images, points, classes, augment, seed, which), passes,
                            intensity if augment and has_intensity else None, seed)
 
-    train = epochs(tx, tp, tc, augment=a.dihedral, seed=config.seed, samples=d.samples_per_epoch, which="training")
-    val = epochs(vx, vp, vc, augment=False, seed=config.seed + 1, samples=d.val_samples, which="validation")
+    train = epochs(tx, tp, tc, augment=a["dihedral"], seed=s.seed, samples=s.samples_per_epoch, which="training")
+    val = epochs(vx, vp, vc, augment=False, seed=s.seed + 1, samples=s.val_samples, which="validation")
     logger.info("detection: %d training patches per epoch (per class %s), %d validation patches",
                 len(train), train.class_counts().tolist(), len(val))
-    names = d.class_names or (["background"] + (["object"] if num_classes == 2 else
+    names = s.class_names or (["background"] + (["object"] if num_classes == 2 else
                                                  [f"class_{k}" for k in range(1, num_classes)]))
     return TrainingData(train, val, xs[0].shape[0], num_classes, norm.to_dict(), None, list(names))

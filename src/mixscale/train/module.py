@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from ..metrics import confusion_summary
+from ..tasks import get_task
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
-CLASS_TASKS = ("segmentation", "detection")  # validated with a confusion matrix
 
 
 class PatchLoss(nn.Module):
@@ -71,8 +71,9 @@ class MixscaleModule(L.LightningModule):
         ``(N, C_in, *spatial) -> (N, C_out, *spatial)``.
     loss : nn.Module
         ``loss(pred, target)``; it skips unlabelled pixels itself.
-    task : {"segmentation", "regression", "reconstruction", "detection"}
-        Segmentation and detection (per-patch classes) are validated with a confusion matrix.
+    task : str
+        A task of :mod:`mixscale.tasks`; class tasks (segmentation, detection) are
+        validated with a confusion matrix, image tasks with MSE and MAE.
     num_classes : int or None
         For segmentation and detection metrics (confusion matrix over labelled pixels or patches).
     ignore_index : int
@@ -89,6 +90,7 @@ class MixscaleModule(L.LightningModule):
         super().__init__()
         self.net, self.loss = net, loss
         self.task, self.num_classes, self.ignore_index = task, num_classes, ignore_index
+        self._classes = get_task(task).classes
         self.optim_kwargs, self.schedule_kwargs = optim, schedule
         self._confusion: torch.Tensor | None = None
         self._sq_err = self._abs_err = self._count = 0.0
@@ -117,7 +119,7 @@ class MixscaleModule(L.LightningModule):
         return loss
 
     def on_validation_epoch_start(self) -> None:
-        if self.task in CLASS_TASKS:
+        if self._classes:
             self._confusion = torch.zeros(self.num_classes, self.num_classes, dtype=torch.long, device=self.device)
         self._sq_err = self._abs_err = self._count = 0.0
 
@@ -127,7 +129,7 @@ class MixscaleModule(L.LightningModule):
         loss = self.loss(pred, y)
         self.log("val_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=x.shape[0],
                  sync_dist=True)
-        if self.task in CLASS_TASKS:
+        if self._classes:
             self._accumulate_confusion(pred.argmax(1), y)
         else:
             valid = ~torch.isnan(y)
@@ -142,7 +144,7 @@ class MixscaleModule(L.LightningModule):
         self._confusion += torch.bincount(idx, minlength=self.num_classes**2).view(self.num_classes, -1)
 
     def on_validation_epoch_end(self) -> None:
-        if self.task in CLASS_TASKS:
+        if self._classes:
             cm = self.all_gather(self._confusion)
             cm = cm.sum(0) if cm.ndim == 3 else cm
             summary = confusion_summary(cm.cpu().numpy())

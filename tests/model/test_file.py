@@ -6,7 +6,7 @@ import pickle
 import pytest
 import torch
 
-from mixscale.modelfile import FORMAT_VERSION, ModelInfo, load_model, read_model_info, save_model
+from mixscale.model import FORMAT_VERSION, ModelInfo, load_model, read_model_info, save_model
 from mixscale.nets import create_net
 
 
@@ -64,7 +64,7 @@ def test_newer_format_and_missing_metadata_are_refused(tmp_path):
     path = tmp_path / "future.safetensors"
     meta = {"net_name": "msd", "net_config": {}, "format_version": FORMAT_VERSION + 1}
     save_file({"x": torch.zeros(1)}, str(path), metadata={"mixscale": json.dumps(meta)})
-    with pytest.raises(ValueError, match="format_version=2"):
+    with pytest.raises(ValueError, match=rf"format_version={FORMAT_VERSION + 1}; this mixscale reads versions \[1, 2\]"):
         read_model_info(path)
     plain = tmp_path / "plain.safetensors"
     save_file({"x": torch.zeros(1)}, str(plain))
@@ -72,3 +72,32 @@ def test_newer_format_and_missing_metadata_are_refused(tmp_path):
         load_model(plain)
     with pytest.raises(FileNotFoundError, match="model file not found"):
         load_model(tmp_path / "nope.safetensors")
+
+
+def test_version_1_files_read_with_their_2_5d_layout_lifted_out_of_the_training_config(tmp_path):
+    """A version-1 file kept context_slices and slice_axis only in train_config; they become fields."""
+    from safetensors.torch import save_file
+
+    net = _trained_like("msd", depth=3, in_channels=3, out_channels=2)
+    old = {"net_name": "msd", "net_config": net.config(), "task": "segmentation", "class_names": ["a", "b"],
+           "normalization": None, "target_normalization": None, "format_version": 1,
+           "train_config": {"data": {"context_slices": 1, "slice_axis": 2}}}
+    path = tmp_path / "v1.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path),
+              metadata={"mixscale": json.dumps(old)})
+    loaded, info = load_model(path)
+    assert (info.context_slices, info.slice_axis, info.format_version) == (1, 2, FORMAT_VERSION)
+    assert (info.in_channels, info.out_channels, info.spatial_dims) == (3, 2, 2)
+    x = torch.randn(1, 3, 11, 9)
+    with torch.no_grad():
+        assert torch.equal(net(x), loaded(x))
+    again = save_model(tmp_path / "v2.safetensors", loaded, info)  # rewritten as version 2, same facts
+    assert read_model_info(again) == info
+
+
+def test_model_facts_come_from_the_constructor_when_the_file_omits_them(tmp_path):
+    """in_channels / spatial_dims missing from net_config come from the constructor's defaults, not a guess."""
+    info = ModelInfo(net_name="msd", net_config={"depth": 2})
+    assert (info.in_channels, info.out_channels, info.spatial_dims) == (1, 1, 2)
+    info3 = ModelInfo(net_name="unet", net_config={"spatial_dims": 3, "in_channels": 4})
+    assert (info3.in_channels, info3.spatial_dims) == (4, 3)

@@ -18,8 +18,8 @@ DEMO_EPOCHS = 60
 
 def make_demo_data(data_dir: Path, *, seed: int = 0) -> dict[str, str]:
     """Write train/validation/test stacks of random shapes as multi-page TIFFs; return their paths."""
-    from .data import write_image
-    from .synthetic import random_shapes
+    from ..data import write_image
+    from ..synthetic import random_shapes
 
     data_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
@@ -37,7 +37,7 @@ def make_demo_data(data_dir: Path, *, seed: int = 0) -> dict[str, str]:
 
 def demo_config(paths: dict[str, str], run_dir: Path, *, epochs: int, seed: int) -> dict:
     """The training config of the demo, as a user would write it in YAML."""
-    from .synthetic import SHAPE_CLASSES
+    from ..synthetic import SHAPE_CLASSES
 
     return {
         "version": 1, "task": "segmentation", "run_dir": str(run_dir), "seed": seed,
@@ -63,20 +63,22 @@ def run_demo(out: str | Path, *, epochs: int | None = None, seed: int = 0) -> di
     """
     import yaml
 
-    from . import api
-    from .data import read_image
-    from .synthetic import SHAPE_CLASSES
+    from .. import api
+    from ..data import atomic_path, read_image
+    from ..synthetic import SHAPE_CLASSES
 
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"demo output {out} exists and is not empty; choose another --out")
     paths = make_demo_data(out / "data", seed=seed)
     cfg = demo_config(paths, out / "run", epochs=epochs or DEMO_EPOCHS, seed=seed)
-    (out / "demo.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    with atomic_path(out / "demo.yaml") as tmp:
+        tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
     result = api.train(cfg)
     pred_dir = result.run_dir / "predictions"
     pred_dir.mkdir(exist_ok=True)
-    pred = api.predict(result.model_path, paths["test_images"], pred_dir / "test_labels.tif", axis=0, batch_size=4)
+    pred = api.predict(result.model_path, paths["test_images"], pred_dir / "test_labels.tif", slice_axis=0,
+                       batch_size=4)
     target = api.evaluate(pred, paths["test_labels"], num_classes=len(SHAPE_CLASSES), class_names=SHAPE_CLASSES,
                           out=result.run_dir / "metrics.json")
     api.write_metrics(target, result.run_dir / "metrics.csv")
@@ -97,9 +99,9 @@ def run_demo(out: str | Path, *, epochs: int | None = None, seed: int = 0) -> di
 
 def _demo_figures(result, paths: dict[str, str], pred: np.ndarray) -> list[Path]:
     """Training curves and input / truth / prediction panels for three test images."""
-    from .data import read_image
-    from .synthetic import SHAPE_CLASSES
-    from .viz import plot_prediction_panel, plot_training_curves
+    from ..data import read_image
+    from ..synthetic import SHAPE_CLASSES
+    from ..viz import plot_prediction_panel, plot_training_curves
 
     fig_dir = result.run_dir / "figures"
     fig_dir.mkdir(exist_ok=True)

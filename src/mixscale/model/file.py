@@ -3,7 +3,12 @@
 A model file carries no code. Loading parses a JSON header and raw tensors; it
 never unpickles, so a file from an untrusted source cannot run anything. The
 metadata holds a format version, the network name and constructor arguments, the
-task, class names, normalisation statistics and the training configuration.
+task, class names, normalisation statistics, the 2.5D input layout and the
+training configuration.
+
+Format versions: 2 (written now) records ``context_slices`` and ``slice_axis``
+as fields of their own; 1 kept them only inside the training configuration, and
+is read by :func:`_upgrade_v1`, the one place that still looks there.
 """
 
 from __future__ import annotations
@@ -18,13 +23,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from .nets import create_net
+from .._checks import check_choice
+from ..data import atomic_path
+from ..nets import create_net, net_defaults
+from ..tasks import MODEL_TASKS
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 METADATA_KEY = "mixscale"
-TASKS = ("segmentation", "regression", "detection")  # detection: a patch classifier, class 0 = background
 
 
 @dataclass
@@ -38,6 +46,8 @@ class ModelInfo:
     net_config : dict
         Constructor arguments of the network.
     task : {"segmentation", "regression", "detection"}
+        As recorded in the file (see :data:`mixscale.tasks.MODEL_TASKS`; detection: a
+        patch classifier, class 0 = background).
     class_names : list of str or None
         One name per output class (segmentation; detection, where class 0 is background).
     normalization : dict or None
@@ -45,7 +55,12 @@ class ModelInfo:
     target_normalization : dict or None
         Target statistics for regression; outputs are de-normalised with them.
     train_config : dict
-        The resolved training configuration.
+        The resolved training configuration (kept for the record; prediction reads
+        only the fields above).
+    context_slices : int
+        2.5D input: neighbouring slices on each side stacked as channels (0: plain 2D/3D).
+    slice_axis : int
+        The axis of training volumes that 2D patches were sliced along.
     format_version : int
     """
 
@@ -56,11 +71,27 @@ class ModelInfo:
     normalization: dict | None = None
     target_normalization: dict | None = None
     train_config: dict = field(default_factory=dict)
+    context_slices: int = 0
+    slice_axis: int = 0
     format_version: int = FORMAT_VERSION
 
     @property
+    def net_arguments(self) -> dict:
+        """Every constructor argument of the network: the file's, over the constructor's own defaults."""
+        return {**net_defaults(self.net_name), **self.net_config}
+
+    @property
     def spatial_dims(self) -> int:
-        return int(self.net_config.get("spatial_dims", 2))
+        return int(self.net_arguments["spatial_dims"])
+
+    @property
+    def in_channels(self) -> int:
+        """Channels the network takes (2.5D: ``(2 * context_slices + 1)`` times the image's)."""
+        return int(self.net_arguments["in_channels"])
+
+    @property
+    def out_channels(self) -> int:
+        return int(self.net_arguments["out_channels"])
 
 
 def save_model(path: str | os.PathLike, net: nn.Module, info: ModelInfo) -> Path:
@@ -80,18 +111,12 @@ def save_model(path: str | os.PathLike, net: nn.Module, info: ModelInfo) -> Path
     """
     from safetensors.torch import save_file
 
-    if info.task not in TASKS:
-        raise ValueError(f"task={info.task!r} is not allowed; expected one of {list(TASKS)}")
+    check_choice("task", info.task, MODEL_TASKS)
     path = Path(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     meta = {METADATA_KEY: json.dumps(info.__dict__, allow_nan=True)}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     logger.info("model written to %s (%s, %d tensors)", path, info.net_name, len(tensors))
     return path
 
@@ -146,8 +171,17 @@ def _info_from_header(header: dict, path) -> ModelInfo:
         raise ValueError(f"{path} is a safetensors file without mixscale metadata")
     data: dict[str, Any] = json.loads(meta[METADATA_KEY])
     version = data.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if version not in READABLE_VERSIONS or isinstance(version, bool):
         raise ValueError(f"{path} has model format_version={version!r}; this mixscale reads versions "
-                         f"<= {FORMAT_VERSION}: upgrade mixscale")
+                         f"{list(READABLE_VERSIONS)}: upgrade mixscale")
+    if version == 1:
+        data = _upgrade_v1(data)
     known = set(ModelInfo.__dataclass_fields__)
     return ModelInfo(**{k: v for k, v in data.items() if k in known})
+
+
+def _upgrade_v1(data: dict) -> dict:
+    """Version 1 kept the 2.5D layout only in the training config: lift it into fields of their own."""
+    section = (data.get("train_config") or {}).get("data") or {}
+    return {**data, "context_slices": int(section.get("context_slices") or 0),
+            "slice_axis": int(section.get("slice_axis") or 0), "format_version": FORMAT_VERSION}

@@ -1,0 +1,166 @@
+"""One vocabulary for checking arguments at the public boundary.
+
+Every check returns the value in a normal form (``int``, ``float``, a tuple) or
+raises an error that names the parameter, the value received and what is allowed:
+``TypeError`` when the value has the wrong type, ``ValueError`` when it has the
+right type but is out of range. Messages read the same everywhere::
+
+    depth=0 is not allowed; expected an integer >= 1
+
+Only the standard library is imported at module level, so every floor may use it.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Iterable, Sequence
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and type(value).__name__ != "bool_"
+
+
+def _bounds(minimum, maximum) -> str:
+    if minimum is not None and maximum is not None:
+        return f" in [{minimum}, {maximum}]"
+    if minimum is not None:
+        return f" >= {minimum}"
+    return f" <= {maximum}" if maximum is not None else ""
+
+
+def not_allowed(name: str, value: Any, expected: str, kind: type[Exception] = ValueError) -> Exception:
+    """The house error: ``kind(f"{name}={value!r} is not allowed; expected {expected}")``.
+
+    Examples
+    --------
+    >>> str(not_allowed("blend", "box", "one of ['constant', 'gaussian']"))
+    "blend='box' is not allowed; expected one of ['constant', 'gaussian']"
+    """
+    return kind(f"{name}={value!r} is not allowed; expected {expected}")
+
+
+def check_int(name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """``value`` as ``int`` if it is an integer (not a bool) within the bounds.
+
+    Examples
+    --------
+    >>> check_int("depth", 3, minimum=1)
+    3
+    >>> check_int("depth", 0, minimum=1)
+    Traceback (most recent call last):
+    ...
+    ValueError: depth=0 is not allowed; expected an integer >= 1
+    """
+    expected = "an integer" + _bounds(minimum, maximum)
+    if not _is_int(value):
+        raise not_allowed(name, value, expected, TypeError)
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise not_allowed(name, value, expected)
+    return int(value)
+
+
+def check_float(name: str, value: Any, *, minimum: float | None = None, maximum: float | None = None,
+                open_minimum: bool = False) -> float:
+    """``value`` as a finite ``float`` within the bounds (``open_minimum``: strictly above ``minimum``).
+
+    Examples
+    --------
+    >>> check_float("lr", 1e-3, minimum=0, open_minimum=True)
+    0.001
+    """
+    low = "" if minimum is None else (f" > {minimum}" if open_minimum else f" >= {minimum}")
+    high = "" if maximum is None else f" <= {maximum}"
+    expected = "a finite number" + (low + (" and" if low and high else "") + high)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise not_allowed(name, value, expected, TypeError)
+    v = float(value)
+    if (not math.isfinite(v) or (minimum is not None and (v <= minimum if open_minimum else v < minimum))
+            or (maximum is not None and v > maximum)):
+        raise not_allowed(name, value, expected)
+    return v
+
+
+def check_fraction(name: str, value: Any) -> float:
+    """A fraction in ``[0, 1)`` (an overlap, a held-out share).
+
+    Examples
+    --------
+    >>> check_fraction("overlap", 0.25)
+    0.25
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise not_allowed(name, value, "a fraction in [0, 1)", TypeError)
+    if not 0 <= float(value) < 1:
+        raise not_allowed(name, value, "a fraction in [0, 1)")
+    return float(value)
+
+
+def check_choice(name: str, value: Any, allowed: Iterable) -> Any:
+    """``value`` if it is one of ``allowed``.
+
+    Examples
+    --------
+    >>> check_choice("blend", "gaussian", ("constant", "gaussian"))
+    'gaussian'
+    """
+    allowed = list(allowed)
+    try:
+        ok = value in allowed
+    except TypeError:  # an unhashable value against a dict's keys
+        ok = False
+    if not ok:
+        raise not_allowed(name, value, f"one of {allowed}")
+    return value
+
+
+def check_shape(name: str, value: Any, *, ndim: int, minimum: int = 1, what: str = "") -> tuple[int, ...]:
+    """A per-axis size: one integer for every axis, or ``ndim`` integers, each ``>= minimum``.
+
+    Parameters
+    ----------
+    name : str
+    value : int or sequence of int
+    ndim : int
+        Number of axes.
+    minimum : int
+    what : str
+        Extra words for the message, e.g. ``"(the model is 2D)"``.
+
+    Examples
+    --------
+    >>> check_shape("tile_shape", 64, ndim=2)
+    (64, 64)
+    >>> check_shape("tile_shape", (64, 32, 8), ndim=2)
+    Traceback (most recent call last):
+    ...
+    ValueError: tile_shape=(64, 32, 8) is not allowed; expected 2 integers >= 1
+    """
+    values: Sequence = (value,) * ndim if _is_int(value) else value
+    expected = f"{ndim} integers >= {minimum}" + (f" {what}" if what else "")
+    try:
+        values = tuple(values)
+    except TypeError:
+        raise not_allowed(name, value, expected, TypeError) from None
+    if len(values) != ndim or not all(_is_int(v) and v >= minimum for v in values):
+        raise not_allowed(name, value, expected)
+    return tuple(int(v) for v in values)
+
+
+def check_device(device: Any) -> str:
+    """``device`` if torch knows it and it is available here; a clear ``ValueError`` otherwise.
+
+    Examples
+    --------
+    >>> check_device("cpu")
+    'cpu'
+    """
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise not_allowed("device", device, "cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} is not available: this torch build sees no CUDA GPU; use cpu")
+    return str(dev)

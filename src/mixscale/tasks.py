@@ -1,0 +1,89 @@
+"""The task table: what each task trains on, how it is judged, what it outputs and records.
+
+A task is data, not a branch: code asks the table (``get_task(name).targets``,
+``.default_loss``, ``.outputs``) instead of comparing task names. Adding a task
+is adding a row here (and the code its new target kind needs, if any).
+
+Examples
+--------
+>>> get_task("segmentation").default_loss
+'ce'
+>>> get_task("reconstruction").model_task  # an autoencoder's file predicts like a regression model
+'regression'
+>>> [t for t in TASKS if get_task(t).classes]
+['segmentation', 'detection']
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Task:
+    """One row of the task table.
+
+    Attributes
+    ----------
+    name : str
+    targets : {"labels", "images", "inputs", "points"}
+        What training compares the output with: integer label maps, float
+        images (NaN = unlabelled), the input images themselves, or point CSVs.
+    target_key : str or None
+        The config's ``data`` key that holds the training targets
+        (``train_labels``, ``train_points``; None when the inputs are the targets).
+    default_loss : str
+        The loss when the config names none.
+    classes : bool
+        The output is class scores: validated with a confusion matrix, softmax at
+        prediction, class names in the model file.
+    val_metric : str
+        The validation metric logged each epoch besides ``val_loss``.
+    per_patch : bool
+        One output per patch (a patch classifier), not one per pixel.
+    model_task : str
+        What the model file records: the task prediction needs to know.
+    outputs : tuple of str
+        The arrays prediction writes (``probabilities`` only when asked for).
+    splits : tuple of str
+        The allowed ``data.split`` values.
+    """
+
+    name: str
+    targets: str
+    target_key: str | None
+    default_loss: str
+    classes: bool
+    val_metric: str
+    per_patch: bool
+    model_task: str
+    outputs: tuple[str, ...]
+    splits: tuple[str, ...]
+
+    @property
+    def image_targets(self) -> bool:
+        """Float image targets (regression, reconstruction): de-normalised at prediction."""
+        return self.targets in ("images", "inputs")
+
+
+_ROWS = (
+    Task("segmentation", "labels", "train_labels", "ce", True, "val_f1_macro", False, "segmentation",
+         ("labels", "probabilities"), ("auto", "images", "pixels")),
+    Task("regression", "images", "train_labels", "mse", False, "val_mse", False, "regression",
+         ("prediction",), ("auto", "images", "pixels")),
+    Task("reconstruction", "inputs", None, "mse", False, "val_mse", False, "regression",
+         ("prediction",), ("auto", "images")),
+    Task("detection", "points", "train_points", "ce", True, "val_f1_macro", True, "detection",
+         ("points",), ("auto", "images", "region")),
+)
+
+TASKS: dict[str, Task] = {t.name: t for t in _ROWS}
+#: the tasks a model file can record (reconstruction models are recorded as regression)
+MODEL_TASKS: tuple[str, ...] = tuple(dict.fromkeys(t.model_task for t in _ROWS))
+
+
+def get_task(name: str) -> Task:
+    """The row of task ``name``; a ``ValueError`` listing the known tasks otherwise."""
+    if not isinstance(name, str) or name not in TASKS:
+        raise ValueError(f"task={name!r} is not allowed; expected one of {list(TASKS)}")
+    return TASKS[name]

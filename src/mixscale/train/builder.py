@@ -1,0 +1,136 @@
+"""The one reader of the training configuration: config -> a :class:`TrainingRun` ready to fit.
+
+Everything that can be checked (data, network, loss, trainer settings) is
+checked here, before :func:`mixscale.train.fit` creates the run directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+
+from ..config import TrainConfig, dump_config
+from ..losses import create_loss
+from ..nets import create_net, net_defaults
+from ..tasks import get_task
+from .data import build_training_data
+from .detection import build_detection_data
+from .module import MixscaleModule, PatchLoss
+from .settings import DataSettings, TrainingData, TrainingRun
+
+logger = logging.getLogger(__name__)
+
+#: the trainer section keys that are not ``lightning.Trainer`` arguments
+_NOT_TRAINER_ARGS = ("early_stopping_patience", "progress_bar")
+
+
+def is_secondary_process() -> bool:
+    """True in the extra processes of a distributed run (they share rank 0's run directory)."""
+    return any(os.environ.get(k, "0") not in ("", "0") for k in ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID"))
+
+
+def check_run_dir(run_dir: Path, *, resume: bool) -> Path:
+    """Refuse to reuse a non-empty run directory unless resuming (which needs a last checkpoint)."""
+    if is_secondary_process():
+        return run_dir
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if resume:
+        if not last.is_file():
+            raise FileNotFoundError(f"cannot resume: no checkpoint at {last}")
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        raise FileExistsError(f"run directory {run_dir} exists and is not empty; choose another run_dir "
+                              "or pass --resume to continue it")
+    return run_dir
+
+
+def data_settings(config: TrainConfig) -> DataSettings:
+    """The data section as plain values, with the task's row and the seed."""
+    values = config.data.model_dump()
+    names = {f.name for f in fields(DataSettings)} - {"task", "seed"}
+    if set(values) != names:  # a schema key without a settings field (or the reverse) is a bug here
+        raise RuntimeError(f"DataSettings and DataConfig disagree: {sorted(set(values) ^ names)}")
+    return DataSettings(task=get_task(config.task), seed=config.seed, **values)
+
+
+def build_data(config: TrainConfig) -> TrainingData:
+    """Training and validation datasets for the config's task."""
+    settings = data_settings(config)
+    if settings.task.targets == "points":
+        return build_detection_data(settings)
+    return build_training_data(settings)
+
+
+def build_net(config: TrainConfig, data: TrainingData) -> torch.nn.Module:
+    """The configured network, with channels taken from the data."""
+    kwargs = config.net.kwargs()
+    kwargs.setdefault("spatial_dims", config.data.spatial_dims)
+    kwargs.setdefault("in_channels", data.in_channels)
+    kwargs.setdefault("out_channels", data.out_channels)
+    for key, value in (("in_channels", data.in_channels), ("out_channels", data.out_channels)):
+        if kwargs[key] != value:
+            raise ValueError(f"net.{key}={kwargs[key]} does not match the data, which needs {value}")
+    if kwargs["spatial_dims"] != config.data.spatial_dims:
+        raise ValueError(f"net.spatial_dims={kwargs['spatial_dims']} differs from "
+                         f"data.spatial_dims={config.data.spatial_dims}")
+    defaults = net_defaults(config.net.name)
+    patch = list(config.data.patch_shape)
+    # fixed-size nets take whole patches: the autoencoder (image_shape), the patch classifier (patch_shape)
+    for key in ("image_shape", "patch_shape"):
+        if key in defaults:
+            kwargs.setdefault(key, patch)
+            if not isinstance(kwargs[key], (list, tuple)) or list(kwargs[key]) != patch:
+                raise ValueError(f"net.{key}={kwargs[key]} must equal data.patch_shape={patch}: network "
+                                 f"{config.net.name!r} accepts inputs of exactly that size")
+    if ("patch_shape" in defaults) != get_task(config.task).per_patch:
+        raise ValueError(f"network {config.net.name!r} does not fit task {config.task!r}: task 'detection' "
+                         "trains a patch classifier (net.name: classifier), which gives one class per patch; "
+                         "the other tasks need a network that maps images to images")
+    return create_net(config.net.name, **kwargs)
+
+
+def build_module(config: TrainConfig, net: torch.nn.Module) -> MixscaleModule:
+    """Loss, optimiser and schedule settings around ``net``."""
+    task = get_task(config.task)
+    kwargs = {"ignore_index": config.data.ignore_index} if task.classes else {}
+    loss = create_loss(config.loss_spec(), **kwargs)
+    num_classes = config.data.num_classes
+    if task.per_patch:  # (N, K) logits vs (N,) labels; K may come from the points
+        loss, num_classes = PatchLoss(loss), net.out_channels
+    return MixscaleModule(net, loss, task=config.task, num_classes=num_classes,
+                          ignore_index=config.data.ignore_index, optim=config.optim.model_dump(),
+                          schedule=config.schedule.model_dump())
+
+
+def dry_run(module: MixscaleModule, data: TrainingData) -> None:
+    """One forward pass and loss on one training patch, so shape errors surface before any file is written."""
+    x, y = data.train[0]
+    with torch.no_grad():
+        module.training_loss(x[None], y[None])
+
+
+def build_run(config: TrainConfig, *, resume: bool = False) -> TrainingRun:
+    """Seed, read and check the data, build the network and module: a run ready for :func:`fit`.
+
+    Nothing is written: a config that cannot train fails here, before the run directory exists.
+    """
+    import lightning as L
+
+    run_dir = check_run_dir(Path(config.run_dir), resume=resume)
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    data = build_data(config)
+    module = build_module(config, build_net(config, data))
+    dry_run(module, data)
+    t = config.trainer.model_dump()
+    trainer = {k: v for k, v in t.items() if k not in _NOT_TRAINER_ARGS}
+    trainer["enable_progress_bar"] = t["progress_bar"]
+    record = {"net_name": config.net.name, "task": get_task(config.task).model_task,
+              "context_slices": config.data.context_slices, "slice_axis": config.data.slice_axis,
+              "train_config": config.model_dump(mode="json")}
+    return TrainingRun(run_dir=run_dir, resume=resume, data=data, module=module, trainer=trainer,
+                       early_stopping_patience=t["early_stopping_patience"],
+                       monitor_lr=config.schedule.name != "none", batch_size=config.data.batch_size,
+                       num_workers=config.data.num_workers, config_yaml=dump_config(config), model_record=record)
