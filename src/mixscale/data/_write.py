@@ -8,7 +8,6 @@ new array, its previous content, or nothing.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
@@ -22,23 +21,14 @@ from PIL import Image
 
 from ._address import FILE_SUFFIXES, Address
 
+from .._files import _remove, _tmp_name, atomic_path  # noqa: F401  (atomic_path: re-exported)
+
 logger = logging.getLogger(__name__)
 
 BIGTIFF_THRESHOLD = 2**31 - 2**25  # leave room for the header and tags below 2 GiB
 TIFF_COMPRESSION = ("zlib", "deflate", "lzma", "lzw", "zstd", "packbits", "none")
 HDF5_COMPRESSION = ("gzip", "lzf", "none")
 ZARR_COMPRESSION = ("zstd", "gzip", "blosc", "none")
-
-
-def _tmp_name(target: Path) -> Path:
-    return target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.tmp"
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
 
 
 def check_target(target: Path, overwrite: bool, text: str) -> None:
@@ -51,34 +41,6 @@ def check_target(target: Path, overwrite: bool, text: str) -> None:
         raise FileNotFoundError(
             f"output {text!r}: folder {str(target.parent)!r} does not exist"
         )
-
-
-@contextlib.contextmanager
-def atomic_path(target: Path):
-    """Yield a temporary sibling path; move it onto ``target`` on success.
-
-    Works for files and directories. An existing directory target is moved
-    aside, replaced, and deleted only once the new one is in place.
-    """
-    tmp = _tmp_name(target)
-    try:
-        yield tmp
-        if not tmp.exists():
-            raise RuntimeError(f"writer produced nothing at {tmp}")
-        if target.is_dir() and not target.is_symlink():
-            trash = _tmp_name(target)
-            os.rename(target, trash)
-            try:
-                os.rename(tmp, target)
-            except BaseException:
-                os.rename(trash, target)
-                raise
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        _remove(tmp)
-        raise
 
 
 # -- single-format writers (module level so that tests can replace them) ----------
