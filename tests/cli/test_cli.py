@@ -116,3 +116,28 @@ def test_bad_inputs_are_clear_errors(tmp_path, tiny_config, tiny_config_file, ti
     assert main(["train", str(tiny_config_file), "--set", f"data.train_images={tmp_path / 'nope.tif'}"]) == 2
     assert "nope.tif" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()  # bad input fails before anything is written
+
+
+def test_verbose_shows_the_traceback_of_an_error(tmp_path, capsys):
+    from mixscale.cli.main import main
+
+    missing = str(tmp_path / "nope.safetensors")
+    assert main(["info", missing]) == 2
+    quiet = capsys.readouterr().err
+    assert "error:" in quiet and "Traceback" not in quiet
+    assert main(["-v", "info", missing]) == 2
+    loud = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in loud and loud.rstrip().endswith(quiet.strip().splitlines()[-1])
+
+
+def test_a_type_error_inside_a_command_is_a_bug_not_bad_input(monkeypatch):
+    """Only ValueError and OSError mean bad input; a TypeError from the code propagates (exit != 2)."""
+    from mixscale import api
+    from mixscale.cli.main import main
+
+    def broken(*args, **kwargs):
+        raise TypeError("unsupported operand type(s)")
+
+    monkeypatch.setattr(api, "info", broken)
+    with pytest.raises(TypeError, match="unsupported operand"):
+        main(["info", "anything.tif"])
