@@ -61,22 +61,27 @@ def check_int(name: str, value: Any, *, minimum: int | None = None, maximum: int
 
 
 def check_float(name: str, value: Any, *, minimum: float | None = None, maximum: float | None = None,
-                open_minimum: bool = False) -> float:
-    """``value`` as a finite ``float`` within the bounds (``open_minimum``: strictly above ``minimum``).
+                open_minimum: bool = False, open_maximum: bool = False) -> float:
+    """``value`` as a finite ``float`` within the bounds (``open_minimum``: strictly above ``minimum``,
+    ``open_maximum``: strictly below ``maximum``).
 
     Examples
     --------
     >>> check_float("lr", 1e-3, minimum=0, open_minimum=True)
     0.001
+    >>> check_float("val_fraction", 1, minimum=0, maximum=1, open_minimum=True, open_maximum=True)
+    Traceback (most recent call last):
+    ...
+    ValueError: val_fraction=1 is not allowed; expected a finite number > 0 and < 1
     """
     low = "" if minimum is None else (f" > {minimum}" if open_minimum else f" >= {minimum}")
-    high = "" if maximum is None else f" <= {maximum}"
+    high = "" if maximum is None else (f" < {maximum}" if open_maximum else f" <= {maximum}")
     expected = "a finite number" + (low + (" and" if low and high else "") + high)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise not_allowed(name, value, expected, TypeError)
     v = float(value)
     if (not math.isfinite(v) or (minimum is not None and (v <= minimum if open_minimum else v < minimum))
-            or (maximum is not None and v > maximum)):
+            or (maximum is not None and (v >= maximum if open_maximum else v > maximum))):
         raise not_allowed(name, value, expected)
     return v
 
@@ -94,6 +99,98 @@ def check_fraction(name: str, value: Any) -> float:
     if not 0 <= float(value) < 1:
         raise not_allowed(name, value, "a fraction in [0, 1)")
     return float(value)
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """``value`` as ``bool`` if it is ``True`` or ``False`` (NumPy's too): a string ``"False"`` would read as true.
+
+    Examples
+    --------
+    >>> check_bool("tta", False)
+    False
+    >>> check_bool("tta", "no")
+    Traceback (most recent call last):
+    ...
+    TypeError: tta='no' is not allowed; expected True or False
+    """
+    if not (isinstance(value, bool) or _is_numpy_bool(value)):
+        raise not_allowed(name, value, "True or False", TypeError)
+    return bool(value)
+
+
+def _is_numpy_bool(value: Any) -> bool:
+    # NumPy is not imported here; its bool type is ``numpy.bool`` (``numpy.bool_`` before 2.0)
+    return type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_floats(name: str, value: Any, *, n: int, what: str = "") -> tuple[float, ...]:
+    """``value`` as a tuple of ``n`` finite floats (a point, per-axis factors).
+
+    Parameters
+    ----------
+    name : str
+    value : sequence of float
+    n : int
+        How many numbers.
+    what : str
+        The expected value in words, e.g. ``"a (y, x) pair of finite numbers"``;
+        ``"{n} finite numbers"`` by default.
+
+    Examples
+    --------
+    >>> check_floats("centre", (4, 5.5), n=2)
+    (4.0, 5.5)
+    >>> check_floats("centre", (4,), n=2, what="a (y, x) pair of finite numbers")
+    Traceback (most recent call last):
+    ...
+    ValueError: centre=(4,) is not allowed; expected a (y, x) pair of finite numbers
+    """
+    expected = what or f"{n} finite numbers"
+    try:
+        items = tuple(value)
+    except TypeError:
+        raise not_allowed(name, value, expected, TypeError) from None
+    if not all(_is_real(v) for v in items):
+        raise not_allowed(name, value, expected, TypeError)
+    if len(items) != n or not all(math.isfinite(v) for v in items):
+        raise not_allowed(name, value, expected)
+    return tuple(float(v) for v in items)
+
+
+def check_range(name: str, value: Any, *, minimum: float | None = None, maximum: float | None = None,
+                integer: bool = False) -> tuple:
+    """A ``(low, high)`` pair with ``minimum <= low <= high <= maximum``, as ints or floats.
+
+    Examples
+    --------
+    >>> check_range("size_range", (4, 12.5), minimum=2)
+    (4.0, 12.5)
+    >>> check_range("n_shapes", (3, 1), minimum=0, integer=True)
+    Traceback (most recent call last):
+    ...
+    ValueError: n_shapes=(3, 1) is not allowed; expected a pair (low, high) of integers with 0 <= low <= high
+    """
+    kind = "integers" if integer else "finite numbers"
+    low_text = "" if minimum is None else f"{minimum} <= "
+    high_text = "" if maximum is None else f" <= {maximum}"
+    expected = f"a pair (low, high) of {kind} with {low_text}low <= high{high_text}"
+    try:
+        items = tuple(value)
+    except TypeError:
+        raise not_allowed(name, value, expected, TypeError) from None
+    if not all(_is_int(v) if integer else _is_real(v) for v in items):
+        raise not_allowed(name, value, expected, TypeError)
+    if len(items) != 2 or not all(math.isfinite(v) for v in items):
+        raise not_allowed(name, value, expected)
+    low, high = items
+    if not low <= high or (minimum is not None and low < minimum) or (maximum is not None and high > maximum):
+        raise not_allowed(name, value, expected)
+    cast = int if integer else float
+    return cast(low), cast(high)
 
 
 def check_choice(name: str, value: Any, allowed: Iterable) -> Any:

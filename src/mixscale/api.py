@@ -21,7 +21,7 @@ import numpy as np
 from ._checks import check_choice, check_device
 from .predict.blocks import predict_blocks
 
-__all__ = ["detect", "evaluate", "flatten_scalars", "info", "predict", "predict_blocks", "train", "write_metrics"]
+__all__ = ["calibrate", "detect", "ensemble", "evaluate", "flatten_scalars", "info", "predict", "predict_blocks", "train", "write_metrics"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +67,9 @@ def _train_config(config, overrides: Sequence[str]):
 def predict(model, image, output=None, *, device: str = "cpu", slice_axis: int | None = None, batch_size: int = 1,
             probabilities: bool = False, overwrite: bool = False, channel_axis: int | None = None,
             tile_shape: Sequence[int] | int | None = None, overlap: float = 0.25,
-            blend: str = "gaussian", tta: bool = False, **block_options):
-    """Apply a model file to an image, a stack or a volume.
+            blend: str = "gaussian", tta: bool = False, uncertainty: bool = False, sets: bool = False,
+            **block_options):
+    """Apply a model file (or an ensemble file) to an image, a stack or a volume.
 
     An ``output`` zarr store (``*.zarr``) switches to block-wise prediction with
     bounded memory, resumable and optionally distributed:
@@ -109,32 +110,44 @@ def predict(model, image, output=None, *, device: str = "cpu", slice_axis: int |
     tta : bool
         Test-time augmentation: average over the 8 flips/rotations (2D) or axis
         flips (3D).
+    uncertainty : bool
+        Statistics over an ensemble's members (or, with ``tta``, the transforms):
+        ``prob_mean``, ``prob_std`` (ddof=1), ``entropy``, ``mutual_info`` beside
+        ``labels`` (regression: ``prediction_std``); needs a ``.zarr`` output or none.
+    sets : bool
+        Conformal prediction sets of a calibrated model (:func:`calibrate`): ``sets`` (a
+        bitmask, bit ``y`` for class ``y``) and ``set_size``; needs a ``.zarr`` output or none.
 
     Returns
     -------
     ndarray
         Labels ``(*spatial)`` as uint8 (uint16 above 256 classes), probabilities,
-        or the de-normalised regression output ``(C, *spatial)`` (squeezed when C = 1).
+        or the de-normalised regression output ``(C, *spatial)`` (squeezed when C = 1);
+        with ``uncertainty`` (and no output) a dict of those arrays.
     """
     from .data import output_exists, write_image
-    from .model import Model
+    from .model import open_model
     from .predict import predict_array
 
     if output is not None and Path(output).suffix == ".zarr":
         summary = predict_blocks(model, image, output, device=device, slice_axis=slice_axis, batch_size=batch_size,
                                  probabilities=probabilities, overwrite=overwrite, channel_axis=channel_axis,
-                                 tile_shape=tile_shape, overlap=overlap, blend=blend, tta=tta, **block_options)
+                                 tile_shape=tile_shape, overlap=overlap, blend=blend, tta=tta,
+                                 uncertainty=uncertainty, sets=sets, **block_options)
         return _open_block_result(summary)
     if block_options:
         raise TypeError(f"unknown argument(s) {sorted(block_options)}: block-wise options need a .zarr output")
     device = check_device(device)
+    if (uncertainty or sets) and output is not None:
+        raise ValueError(f"output={str(output)!r}: uncertainty and set arrays are written to a zarr store; give an "
+                         "output ending in .zarr, or none to get them as arrays")
     if output is not None and not overwrite and output_exists(str(output)):
         raise FileExistsError(f"output {output} exists; pass overwrite=True (CLI: --overwrite) to replace it")
-    loaded = Model.load(model, device=device)
+    loaded = open_model(model, device=device)
     loaded.require(per_patch=False, use="predict")
     result = predict_array(loaded, _read_array(image), device=device, slice_axis=slice_axis, batch_size=batch_size,
                            probabilities=probabilities, channel_axis=channel_axis, tile_shape=tile_shape,
-                           overlap=overlap, blend=blend, tta=tta)
+                           overlap=overlap, blend=blend, tta=tta, uncertainty=uncertainty, sets=sets)
     if output is not None:
         write_image(str(output), result, overwrite=overwrite)
         logger.info("prediction written to %s (%s, %s)", output, result.shape, result.dtype)
@@ -167,12 +180,14 @@ def detect(model, image, *, threshold: float = 0.5, min_distance: float = 3.0, s
         (highest first) and ``class_names``.
     """
     from .data import write_points_csv
-    from .model import Model
+    from .model import Model, is_ensemble_file
     from .predict import detect_array
 
     device = check_device(device)
     if output is not None and not overwrite and Path(output).exists():
         raise FileExistsError(f"output {output} exists; pass overwrite=True (CLI: --overwrite) to replace it")
+    if is_ensemble_file(model):
+        raise ValueError(f"{model} is an ensemble file; detect takes a single detection model file")
     loaded = Model.load(model, device=device)
     loaded.require(per_patch=True, use="detect")
     result = detect_array(loaded, _read_array(image), threshold=threshold, min_distance=min_distance,
@@ -182,6 +197,88 @@ def detect(model, image, *, threshold: float = 0.5, min_distance: float = 3.0, s
         write_points_csv(output, result["points"], result["classes"], result["scores"])
         logger.info("%d detections written to %s", len(result["points"]), output)
     return result
+
+
+def calibrate(model, images, labels, output, *, alpha: float | None = 0.1, score: str = "lac",
+              per_class: bool = False, temperature: bool = True, label_convention: str = "dense",
+              ignore_index: int = -1, slice_axis: int | None = None, channel_axis: int | None = None,
+              min_count: int = 10, seed: int = 0, allow_training_images: bool = False, overwrite: bool = False,
+              device: str = "cpu", **score_options) -> dict:
+    """Calibrate a model (or ensemble) file on labelled images: temperature and conformal sets.
+
+    Parameters
+    ----------
+    model : str or Path
+    images, labels : address, array, or lists of them
+        Calibration images and their labels (scribbles work: unlabelled pixels are skipped).
+    output : str or Path
+        The calibrated model file to write (the input file is left as it is).
+    alpha : float in (0, 1), or None
+        Miscoverage of the prediction sets: they hold the true class of a new labelled pixel
+        with probability >= 1 - alpha (pixels exchangeable with the calibration pixels).
+    score : {"lac", "aps", "raps"}
+    per_class : bool
+        Class-conditional thresholds (coverage per class).
+    temperature : bool
+        Fit temperature scaling by NLL first (on a random half of the labelled pixels).
+    label_convention : {"dense", "scribble"}
+    allow_training_images : bool
+        Calibrating on training images breaks the guarantee; refused unless this is set.
+
+    Returns
+    -------
+    dict
+        The calibration record (also stored in ``output``).
+    """
+    from .data import array_sha256, prepare_labels
+    from .infer.conformal import check_alpha
+    from .model import open_model
+    from .model.ensemble import write_calibrated
+    from .uq.calibrate import calibrate as fit
+    from .uq.calibrate import check_calibratable
+
+    if alpha is not None:
+        check_alpha(alpha)
+    check_choice("label_convention", label_convention, ("dense", "scribble"))
+    if Path(output).exists() and not overwrite:
+        raise FileExistsError(f"output {output} exists; pass overwrite=True (CLI: --overwrite) to replace it")
+    loaded = open_model(model, device=check_device(device))
+    check_calibratable(loaded)
+    arrays = [_read_array(a) for a in _as_list(images)]
+    targets = [prepare_labels(_read_array(y), num_classes=loaded.out_channels, convention=label_convention,
+                              ignore_index=ignore_index) for y in _as_list(labels)]
+    if len(arrays) != len(targets):
+        raise ValueError(f"{len(arrays)} calibration images but {len(targets)} label files; they must pair up")
+    trained_on = set(loaded.info.train_data_sha256 or ())
+    for i, a in enumerate(arrays):
+        if array_sha256(a) in trained_on and not allow_training_images:
+            raise ValueError(f"calibration image {i} is one of the model's training images (same SHA-256): "
+                             "calibration on training data breaks the coverage guarantee; use held-out images "
+                             "(or allow_training_images=True, CLI --allow-training-images, to do it anyway)")
+    record = fit(loaded, arrays, targets, alpha=alpha, score=score, per_class=per_class, temperature=temperature,
+                 min_count=min_count, seed=seed, slice_axis=slice_axis, channel_axis=channel_axis,
+                 ignore_index=ignore_index, device=device, score_options=score_options)
+    write_calibrated(model, output, record)
+    logger.info("calibrated model written to %s", output)
+    return record
+
+
+def _as_list(value) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _nets(model):
+    """The member networks of an ensemble, or the one network of a model."""
+    return [m.net for m in getattr(model, "members", [model])]
+
+
+def ensemble(members: Sequence, output) -> Path:
+    """Combine model files into one ensemble file (see :func:`mixscale.model.save_ensemble`)."""
+    from .model import save_ensemble
+
+    if Path(output).exists():
+        raise FileExistsError(f"output {output} exists; choose another name")
+    return save_ensemble(output, members)
 
 
 def _read_array(image) -> np.ndarray:
@@ -293,12 +390,16 @@ def flatten_scalars(report: dict, prefix: str = "") -> dict[str, float]:
 def info(address: str) -> dict:
     """Shape, dtype, chunks, format and size of an image file (read lazily), or a model file's metadata."""
     if str(address).endswith(".safetensors"):
-        from .model import Model
+        from .model import Ensemble, open_model
 
-        model = Model.load(address)
+        model = open_model(address)
         shape = {"parameters": sum(p.numel() for p in model.net.parameters()),
-                 "receptive_field": int(getattr(model.net, "receptive_field", 0)) or None}
+                 "receptive_field": max([int(getattr(m, "receptive_field", 0)) for m in _nets(model)]) or None}
         meta = {k: v for k, v in model.info.__dict__.items() if k != "train_config"}
+        if isinstance(model, Ensemble):
+            meta.update(net_name=[m.info.net_name for m in model.members], members=len(model.members))
+            meta.pop("net_config")
+            return {"format": "mixscale ensemble", **meta, **shape}
         return {"format": "mixscale model", **meta, **shape}
     from .infer.store import BlockStore
 

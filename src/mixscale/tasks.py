@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ._checks import check_choice
+
 
 @dataclass(frozen=True)
 class Task:
@@ -84,6 +86,4 @@ MODEL_TASKS: tuple[str, ...] = tuple(dict.fromkeys(t.model_task for t in _ROWS))
 
 def get_task(name: str) -> Task:
     """The row of task ``name``; a ``ValueError`` listing the known tasks otherwise."""
-    if not isinstance(name, str) or name not in TASKS:
-        raise ValueError(f"task={name!r} is not allowed; expected one of {list(TASKS)}")
-    return TASKS[name]
+    return TASKS[check_choice("task", name, TASKS)]

@@ -77,7 +77,7 @@ def test_whole_image_dataset():
 
 def test_dataset_errors():
     sampler, _ = _sampler()
-    with pytest.raises(ValueError, match="samples_per_epoch must be an int >= 1, got 0"):
+    with pytest.raises(ValueError, match="samples_per_epoch=0 is not allowed; expected an integer >= 1"):
         PatchDataset(sampler, samples_per_epoch=0)
     with pytest.raises(TypeError, match="sampler must be a PatchSampler"):
         PatchDataset([1, 2])

@@ -136,9 +136,9 @@ def test_same_seed_same_patches_and_lazy_images(tmp_path):
 
 def test_errors_name_the_parameter():
     image, label = np.zeros((1, 8, 8)), np.zeros((8, 8), int)
-    with pytest.raises(ValueError, match=r"patch_shape must hold 2 positive ints, got \(4, 0\)"):
+    with pytest.raises(ValueError, match=r"patch_shape=\(4, 0\) is not allowed; expected 2 integers >= 1"):
         PatchSampler([image], [label], patch_shape=(4, 0), spatial_dims=2)
-    with pytest.raises(ValueError, match="label_fraction must be a number in \\[0, 1\\], got 2"):
+    with pytest.raises(ValueError, match=r"label_fraction=2 is not allowed; expected a finite number >= 0 and <= 1"):
         PatchSampler([image], [label], patch_shape=(4, 4), spatial_dims=2, label_fraction=2)
     with pytest.raises(ValueError, match=r"labels\[0\] must be \(\*S\) integer matching image spatial shape \(8, 8\)"):
         PatchSampler([image], [np.zeros((8, 9), int)], patch_shape=(4, 4), spatial_dims=2)

@@ -121,16 +121,18 @@ def test_channels_first_images_and_3d():
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
-    (dict(patch_shape=(5,)), ValueError, r"patch_shape=\(5,\) is not allowed"),
+    (dict(patch_shape=(5,)), ValueError, r"patch_shape=\(5,\) is not allowed; expected 2 or 3 integers >= 1"),
+    (dict(patch_shape=(5, 0)), ValueError, r"patch_shape=\(5, 0\) is not allowed; expected 2 integers >= 1"),
     (dict(points=[np.array([[3, 40]])]), ValueError, r"outside the image of spatial shape \(20, 30\)"),
     (dict(points=[np.array([[3, 4]]), np.array([[1, 1]])]), ValueError, "one entry per image"),
     (dict(point_classes=[np.array([-1])]), ValueError, r"point_classes\[0\] must hold one integer class >= 0"),
     (dict(point_classes=[np.array([0])]), ValueError, "no object point"),
     (dict(num_classes=2, point_classes=[np.array([3])]), ValueError, "num_classes=2 but a point has class 3"),
-    (dict(background_per_point=-1), ValueError, "background_per_point=-1"),
-    (dict(min_background_distance=-2), ValueError, "min_background_distance=-2"),
-    (dict(jitter=1.5), ValueError, "jitter=1.5"),
-    (dict(class_balance="yes"), TypeError, "class_balance must be True or False"),
+    (dict(background_per_point=-1), ValueError, "background_per_point=-1 is not allowed; expected a finite number >= 0"),
+    (dict(min_background_distance=-2), ValueError, "min_background_distance=-2 is not allowed; expected a finite"),
+    (dict(jitter=1.5), TypeError, r"jitter=1\.5 is not allowed; expected an integer >= 0"),
+    (dict(jitter=-1), ValueError, r"jitter=-1 is not allowed; expected an integer >= 0"),
+    (dict(class_balance="yes"), TypeError, "class_balance='yes' is not allowed; expected True or False"),
     (dict(images=np.zeros((2, 3, 20, 30))), ValueError, r"images\[0\] has shape \(2, 3, 20, 30\)"),
     (dict(points=[np.array([[np.nan, 1]])]), ValueError, "NaN"),
 ])

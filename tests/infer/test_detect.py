@@ -117,21 +117,21 @@ def test_match_points_empty_sets():
 
 
 def test_errors_are_named():
-    with pytest.raises(ValueError, match="max_distance=0"):
+    with pytest.raises(ValueError, match="max_distance=0 is not allowed; expected a finite number > 0"):
         match_points([[0, 0]], [[0, 0]], max_distance=0)
     with pytest.raises(ValueError, match="pred has 2 coordinates per point but true has 3"):
         match_points([[0, 0]], [[0, 0, 0]], max_distance=1)
-    with pytest.raises(ValueError, match="min_distance=-1"):
+    with pytest.raises(ValueError, match="min_distance=-1 is not allowed; expected a finite number >= 0"):
         find_peaks(np.zeros((3, 3)), threshold=0.5, min_distance=-1)
-    with pytest.raises(ValueError, match="stride=0"):
+    with pytest.raises(ValueError, match="stride=0 is not allowed; expected 2 integers >= 1"):
         detection_map(_probe, torch.zeros(1, 5, 5), 3, stride=0)
-    with pytest.raises(ValueError, match=r"patch_shape=\(3, 3, 3\)"):
+    with pytest.raises(ValueError, match=r"patch_shape=\(3, 3, 3\) is not allowed; expected 2 integers >= 1"):
         detection_map(_probe, torch.zeros(1, 5, 5), (3, 3, 3))
     with pytest.raises(ValueError, match=r"image of shape \(5, 5\)"):
         detection_map(_probe, torch.zeros(5, 5), 3)
     with pytest.raises(ValueError, match="expected \\(batch, classes\\) logits"):
         detection_map(lambda p: p, torch.zeros(1, 5, 5), 3)
-    with pytest.raises(ValueError, match="class_index=3"):
+    with pytest.raises(ValueError, match=r"class_index=3 is not allowed; expected an integer in \[0, 2\]"):
         detect_points(_probe, torch.zeros(1, 5, 5), 3, class_index=3)
 
 

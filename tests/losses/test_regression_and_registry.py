@@ -102,7 +102,7 @@ def test_combined_loss_errors():
         CombinedLoss([])
     with pytest.raises(TypeError, match=r"terms\[0\] must be a \(nn.Module, weight\) pair"):
         CombinedLoss([(dice_loss, 1.0)])
-    with pytest.raises(ValueError, match=r"weight of terms\[1\] must be finite and >= 0, got -1"):
+    with pytest.raises(ValueError, match=r"terms\[1\]\[1\]=-1\.0 is not allowed; expected a finite number >= 0"):
         CombinedLoss([(DiceLoss(), 1.0), (DiceLoss(), -1.0)])
 
 
@@ -130,7 +130,7 @@ def test_registry_errors():
         create_loss("l1", ignore_index=-1)
     with pytest.raises(TypeError, match=r"no loss in \['ce', 'l1'\] accepts option\(s\) \['gamma"):
         create_loss({"ce": 1.0, "l1": 1.0}, gamma=2.0)
-    with pytest.raises(ValueError, match=r"weight of loss 'dice' must be finite and >= 0, got nan"):
+    with pytest.raises(ValueError, match=r"spec\['dice'\]=nan is not allowed; expected a finite number >= 0"):
         create_loss({"dice": float("nan")})
     with pytest.raises(ValueError, match=r"spec mapping is empty"):
         create_loss({})

@@ -132,11 +132,11 @@ def test_errors():
         psnr(image, image)
     with pytest.raises(ValueError, match=r"data_range is required"):
         ssim(image, image)
-    with pytest.raises(ValueError, match=r"data_range must be finite and > 0, got 0"):
+    with pytest.raises(ValueError, match=r"data_range=0 is not allowed; expected a finite number > 0"):
         psnr(image, image, data_range=0)
     with pytest.raises(ValueError, match=r"pred shape \(16, 15\) does not match target shape"):
         mse(image[:, :15], image)
-    with pytest.raises(ValueError, match=r"win_size must be odd, got 6"):
+    with pytest.raises(ValueError, match=r"win_size=6 is not allowed; expected an odd integer >= 3"):
         ssim(image, image, data_range=1.0, win_size=6)
     with pytest.raises(ValueError, match=r"win_size 17 exceeds the smallest image side"):
         ssim(image, image, data_range=1.0, win_size=17)

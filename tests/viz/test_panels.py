@@ -36,7 +36,7 @@ def test_class_colors_fixed_and_distinct():
     dist = np.linalg.norm(many[:, None] - many[None], axis=-1)
     assert dist[~np.eye(40, dtype=bool)].min() > 0.02
     assert np.linalg.norm(many - np.array(IGNORE_COLOR), axis=1).min() > 0.05
-    with pytest.raises(ValueError, match="num_classes"):
+    with pytest.raises(ValueError, match="num_classes=0 is not allowed; expected an integer >= 1"):
         class_colors(0)
 
 

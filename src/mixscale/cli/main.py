@@ -45,6 +45,12 @@ def _add_predict(sub) -> None:
     p.add_argument("--channel-axis", type=int, default=None,
                    help="axis of the input holding channels (multi-channel models; default 0)")
     p.add_argument("--tta", action="store_true", help="test-time augmentation: average over flips/rotations")
+    p.add_argument("--uncertainty", action="store_true",
+                   help="also write prob_mean, prob_std, entropy, mutual_info (an ensemble's members, or the "
+                        "--tta transforms of one model); needs a .zarr output")
+    p.add_argument("--sets", action="store_true",
+                   help="also write conformal prediction sets (bitmask) and set_size; needs a model calibrated "
+                        "with 'mixscale calibrate' and a .zarr output")
     g = p.add_argument_group("block-wise prediction (output *.zarr)")
     g.add_argument("--block-shape", type=int, nargs="+", default=None, metavar="N",
                    help="output block (= zarr shard) per spatial axis (default: a few slices x the plane, "
@@ -56,6 +62,34 @@ def _add_predict(sub) -> None:
     g.add_argument("--num-parts", type=int, default=1, help="split the blocks into this many parts (job arrays)")
     g.add_argument("--part-id", type=int, default=0, help="which part this process computes (0-based)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_ensemble(sub) -> None:
+    p = sub.add_parser("ensemble", help="combine model files into one ensemble file",
+                       description="Combine model files of one task, classes, channels and spatial dims (any "
+                                   "architectures) into one ensemble file, accepted wherever a model file is.")
+    p.add_argument("members", nargs="+", help="model files (at least 2)")
+    p.add_argument("-o", "--output", required=True, help="ensemble file to write (*.safetensors)")
+
+
+def _add_calibrate(sub) -> None:
+    p = sub.add_parser("calibrate", help="temperature scaling and conformal prediction sets on labelled images",
+                       description="Fit temperature scaling (NLL) and a split-conformal threshold on held-out "
+                                   "labelled pixels; write a calibrated copy of the model file. Sets then hold "
+                                   "the true class of a new pixel with probability >= 1 - alpha.")
+    p.add_argument("model", help="model or ensemble file")
+    p.add_argument("images", help="calibration image address (a stack counts as one; use --axis for 2D models)")
+    p.add_argument("labels", help="its labels (unlabelled pixels are skipped)")
+    p.add_argument("-o", "--output", required=True, help="calibrated model file to write")
+    p.add_argument("--alpha", type=float, default=0.1, help="miscoverage of the sets (default: 0.1)")
+    p.add_argument("--score", choices=["lac", "aps", "raps"], default="lac", help="non-conformity score")
+    p.add_argument("--per-class", action="store_true", help="class-conditional thresholds (coverage per class)")
+    p.add_argument("--no-temperature", action="store_true", help="skip temperature scaling")
+    p.add_argument("--label-convention", choices=["dense", "scribble"], default="dense")
+    p.add_argument("--axis", "--slice-axis", dest="slice_axis", type=int, default=None,
+                   help="for a 2D model on a stack: the slicing axis")
+    p.add_argument("--allow-training-images", action="store_true", help="calibrate on training images anyway")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
 
 def _add_evaluate(sub) -> None:
@@ -100,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_predict(sub)
     _add_detect(sub)
+    _add_ensemble(sub)
+    _add_calibrate(sub)
     _add_evaluate(sub)
     p = sub.add_parser("info", help="shape, dtype, chunks of an image file, or a model file's metadata")
     p.add_argument("file")
@@ -127,6 +163,7 @@ def _cmd_predict(args) -> None:
                   overwrite=args.overwrite, channel_axis=args.channel_axis, overlap=args.overlap, blend=args.blend,
                   tta=args.tta, tile_shape=_one_or_tuple(args.tile_shape))
     if args.output.rstrip("/").endswith(".zarr"):
+        common.update(uncertainty=args.uncertainty, sets=args.sets)
         s = api.predict_blocks(args.model, args.input, args.output, **common, scheduler=args.scheduler,
                                block_shape=_one_or_tuple(args.block_shape), blocks_in_flight=args.blocks_in_flight,
                                num_parts=args.num_parts, part_id=args.part_id, progress=not args.no_progress)
@@ -140,8 +177,29 @@ def _cmd_predict(args) -> None:
             raise ValueError(f"{flag} needs a .zarr output (block-wise prediction)")
     if args.num_parts != 1 or args.part_id != 0:
         raise ValueError("--num-parts/--part-id need a .zarr output (block-wise prediction)")
+    if args.uncertainty or args.sets:
+        raise ValueError("--uncertainty and --sets need a .zarr output (they write several arrays)")
     out = api.predict(args.model, args.input, args.output, **common)
     print(f"wrote {args.output}: shape {out.shape}, {out.dtype} ({time.perf_counter() - t0:.1f} s)")
+
+
+def _cmd_ensemble(args) -> None:
+    from mixscale import api
+
+    path = api.ensemble(args.members, args.output)
+    print(f"wrote {path}: an ensemble of {len(args.members)} members")
+
+
+def _cmd_calibrate(args) -> None:
+    from mixscale import api
+
+    r = api.calibrate(args.model, args.images, args.labels, args.output, alpha=args.alpha, score=args.score,
+                      per_class=args.per_class, temperature=not args.no_temperature,
+                      label_convention=args.label_convention, slice_axis=args.slice_axis,
+                      allow_training_images=args.allow_training_images, overwrite=args.overwrite)
+    c = r["conformal"]
+    print(f"wrote {args.output}: temperature {r['temperature']:.4f}; {c['score']} sets at alpha {c['alpha']} from "
+          f"{c['n']} pixels, threshold {c['threshold']}")
 
 
 def _cmd_detect(args) -> None:
@@ -206,7 +264,9 @@ def _cmd_demo(args) -> None:
         print(f"  figure:        {fig}")
 
 
-COMMANDS = {"train": _cmd_train, "predict": _cmd_predict, "detect": _cmd_detect, "evaluate": _cmd_evaluate,
+COMMANDS = {"train": _cmd_train, "predict": _cmd_predict, "detect": _cmd_detect, "ensemble": _cmd_ensemble,
+            "calibrate": _cmd_calibrate,
+            "evaluate": _cmd_evaluate,
             "info": _cmd_info, "demo": _cmd_demo}
 
 

@@ -14,6 +14,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from .._checks import check_bool, check_float, check_int, check_range
+
 __all__ = ["DihedralTransform", "dihedral_transforms", "apply_dihedral", "invert_dihedral",
            "Augmentation"]
 
@@ -39,9 +41,7 @@ class DihedralTransform:
 
 
 def _check_spatial_dims(spatial_dims) -> int:
-    if spatial_dims not in (2, 3) or isinstance(spatial_dims, bool):
-        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
-    return int(spatial_dims)
+    return check_int("spatial_dims", spatial_dims, minimum=2, maximum=3)
 
 
 @lru_cache(maxsize=None)
@@ -64,8 +64,7 @@ def dihedral_transforms(spatial_dims: int) -> list[DihedralTransform]:
 
 def _resolve(array, index, spatial_dims) -> tuple:
     table = _transforms(_check_spatial_dims(spatial_dims))
-    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < len(table):
-        raise ValueError(f"index must be an int in 0..{len(table) - 1} for spatial_dims={spatial_dims}, got {index!r}")
+    index = check_int("index", index, minimum=0, maximum=len(table) - 1)  # 8 transforms in 2D, 48 in 3D
     if array.ndim < spatial_dims:
         raise ValueError(f"array has {array.ndim} axes, fewer than spatial_dims={spatial_dims}")
     lead = array.ndim - spatial_dims
@@ -122,18 +121,6 @@ def invert_dihedral(array, index: int, *, spatial_dims: int):
     return _finish(_flip(_permute(array, order), axes))
 
 
-def _check_range(name, value):
-    if value is None:
-        return None
-    try:
-        low, high = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a (low, high) pair of numbers or None, got {value!r}") from None
-    if not low <= high:
-        raise ValueError(f"{name} must satisfy low <= high, got {value!r}")
-    return low, high
-
-
 class Augmentation:
     """Random augmentation of an (image, label) pair.
 
@@ -166,14 +153,10 @@ class Augmentation:
 
     def __init__(self, dihedral: bool = True, intensity_scale=(0.9, 1.1),
                  intensity_shift=(-0.1, 0.1), noise_std: float = 0.0):
-        if not isinstance(dihedral, bool):
-            raise TypeError(f"dihedral must be True or False, got {dihedral!r}")
-        self.dihedral = dihedral
-        self.intensity_scale = _check_range("intensity_scale", intensity_scale)
-        self.intensity_shift = _check_range("intensity_shift", intensity_shift)
-        if not isinstance(noise_std, (int, float)) or not noise_std >= 0:
-            raise ValueError(f"noise_std must be a number >= 0, got {noise_std!r}")
-        self.noise_std = float(noise_std)
+        self.dihedral = check_bool("dihedral", dihedral)
+        self.intensity_scale = None if intensity_scale is None else check_range("intensity_scale", intensity_scale)
+        self.intensity_shift = None if intensity_shift is None else check_range("intensity_shift", intensity_shift)
+        self.noise_std = check_float("noise_std", noise_std, minimum=0)
 
     def __repr__(self) -> str:
         return (f"Augmentation(dihedral={self.dihedral}, intensity_scale={self.intensity_scale}, "

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .._checks import check_int
 from .augment import Augmentation
 from .normalize import Normalization, normalize
 from .patches import PatchSampler
@@ -65,17 +66,14 @@ class PatchDataset(Dataset):
             raise TypeError(f"sampler must be a PatchSampler, got {type(sampler).__name__}")
         if augmentation is not None and not callable(augmentation):
             raise TypeError(f"augmentation must be callable or None, got {augmentation!r}")
-        if isinstance(samples_per_epoch, bool) or not isinstance(samples_per_epoch, (int, np.integer)) \
-                or samples_per_epoch < 1:
-            raise ValueError(f"samples_per_epoch must be an int >= 1, got {samples_per_epoch!r}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+        samples_per_epoch = check_int("samples_per_epoch", samples_per_epoch, minimum=1)
+        seed = check_int("seed", seed, minimum=0)
         if normalization is not None and not isinstance(normalization, Normalization):
             raise TypeError(f"normalization must be a Normalization or None, got {type(normalization).__name__}")
         self.sampler = sampler
         self.augmentation = augmentation
-        self.samples_per_epoch = int(samples_per_epoch)
-        self.seed = int(seed)
+        self.samples_per_epoch = samples_per_epoch
+        self.seed = seed
         self.normalization = _expand_norm(normalization, sampler.in_channels)
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
@@ -86,9 +84,7 @@ class PatchDataset(Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose patches are drawn next."""
-        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
-            raise ValueError(f"epoch must be an int >= 0, got {epoch!r}")
-        self._epoch.fill_(int(epoch))
+        self._epoch.fill_(check_int("epoch", epoch, minimum=0))
 
     def __len__(self) -> int:
         return self.samples_per_epoch

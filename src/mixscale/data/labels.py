@@ -21,6 +21,8 @@ import warnings
 
 import numpy as np
 
+from .._checks import check_choice, check_int
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["prepare_labels", "check_label_convention", "LabelConventionWarning", "CONVENTIONS"]
@@ -35,12 +37,9 @@ class LabelConventionWarning(UserWarning):
 
 
 def _check_options(convention, num_classes, ignore_index=-1) -> None:
-    if convention not in CONVENTIONS:
-        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
-        raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
-        raise TypeError(f"ignore_index must be an integer, got {ignore_index!r}")
+    check_choice("convention", convention, CONVENTIONS)
+    check_int("num_classes", num_classes, minimum=1)
+    check_int("ignore_index", ignore_index)
     if 0 <= ignore_index < num_classes:
         raise ValueError(
             f"ignore_index={ignore_index} collides with class {ignore_index} "

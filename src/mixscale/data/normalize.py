@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._checks import check_int
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["Normalization", "compute_normalization", "normalize", "denormalize"]
@@ -78,8 +80,7 @@ class Normalization:
 def _channel_axis(ndim: int, channel_axis) -> int | None:
     if channel_axis is None:
         return None
-    if isinstance(channel_axis, bool) or not isinstance(channel_axis, (int, np.integer)):
-        raise TypeError(f"channel_axis must be an int or None, got {channel_axis!r}")
+    channel_axis = check_int("channel_axis", channel_axis)
     if not -ndim <= channel_axis < ndim:
         raise ValueError(f"channel_axis={channel_axis} is out of range for an array with {ndim} axes")
     return int(channel_axis) % ndim

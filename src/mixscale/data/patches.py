@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._checks import check_float, check_int, check_shape
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["PatchSampler", "PatchLocation"]
@@ -50,16 +52,6 @@ def _read_window(array, lead: int, starts, sizes, *, reflect: bool, fill=None) -
         else:
             block = np.pad(block, width, mode="constant", constant_values=fill)
     return block
-
-
-def _positive_shape(name, value, length) -> tuple:
-    try:
-        shape = tuple(int(v) for v in value)
-    except TypeError:
-        raise TypeError(f"{name} must be a tuple of {length} ints, got {value!r}") from None
-    if len(shape) != length or any(v < 1 for v in shape):
-        raise ValueError(f"{name} must hold {length} positive ints, got {value!r}")
-    return shape
 
 
 class PatchSampler:
@@ -106,26 +98,15 @@ class PatchSampler:
     def __init__(self, images, labels, *, patch_shape, spatial_dims: int, ignore_index: int = -1,
                  label_fraction: float = 0.9, min_labelled: int = 1, slice_axis: int = 0,
                  context_slices: int = 0):
-        if spatial_dims not in (2, 3) or isinstance(spatial_dims, bool):
-            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
-        self.spatial_dims = int(spatial_dims)
-        self.patch_shape = _positive_shape("patch_shape", patch_shape, self.spatial_dims)
-        if not isinstance(label_fraction, (int, float)) or not 0 <= label_fraction <= 1:
-            raise ValueError(f"label_fraction must be a number in [0, 1], got {label_fraction!r}")
-        if isinstance(min_labelled, bool) or not isinstance(min_labelled, (int, np.integer)) or min_labelled < 0:
-            raise ValueError(f"min_labelled must be an int >= 0, got {min_labelled!r}")
-        if isinstance(context_slices, bool) or not isinstance(context_slices, (int, np.integer)) \
-                or context_slices < 0:
-            raise ValueError(f"context_slices must be an int >= 0, got {context_slices!r}")
-        self.ignore_index = int(ignore_index)
-        self.label_fraction = float(label_fraction)
-        self.min_labelled = int(min_labelled)
-        self.context_slices = int(context_slices)
+        self.spatial_dims = check_int("spatial_dims", spatial_dims, minimum=2, maximum=3)
+        self.patch_shape = check_shape("patch_shape", patch_shape, ndim=self.spatial_dims)
+        self.label_fraction = check_float("label_fraction", label_fraction, minimum=0, maximum=1)
+        self.min_labelled = check_int("min_labelled", min_labelled, minimum=0)
+        self.context_slices = check_int("context_slices", context_slices, minimum=0)
+        self.ignore_index = check_int("ignore_index", ignore_index)
         self.images, self.labels = self._check_pairs(images, labels)
         self.slicing = len(self.images[0].shape) - 1 != self.spatial_dims
-        if slice_axis not in (0, 1, 2) or isinstance(slice_axis, bool):
-            raise ValueError(f"slice_axis must be 0, 1 or 2, got {slice_axis!r}")
-        self.slice_axis = int(slice_axis)
+        self.slice_axis = check_int("slice_axis", slice_axis, minimum=0, maximum=2)
         if self.context_slices and not self.slicing:
             raise ValueError("context_slices applies to 2D patches drawn from 3D volumes only")
         self._index_labels()

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .._checks import check_bool, check_float, check_int, check_shape, not_allowed
 from .augment import apply_dihedral, dihedral_transforms
 from .normalize import Normalization, normalize
 
@@ -119,14 +120,6 @@ def _as_points(points, classes, images) -> tuple[list[np.ndarray], list[np.ndarr
     return centres, labels
 
 
-def _check_number(name: str, value, *, minimum: float, integer: bool = False):
-    kind = (int, np.integer) if integer else (int, float, np.integer, np.floating)
-    if isinstance(value, bool) or not isinstance(value, kind) or not value >= minimum:
-        what = "an integer" if integer else "a number"
-        raise ValueError(f"{name}={value!r} is not allowed; expected {what} >= {minimum}")
-    return int(value) if integer else float(value)
-
-
 def _sample_background(shape, points: np.ndarray, count: int, min_distance: float, rng) -> np.ndarray:
     """``count`` random pixels of ``shape`` at distance >= ``min_distance`` from every point (rejection)."""
     from scipy.spatial import cKDTree
@@ -201,30 +194,25 @@ class PointPatchDataset(Dataset):
                  background_per_point: float = 1.0, min_background_distance: float = 4.0, jitter: int = 0,
                  class_balance: bool = True, augment: bool = False, normalization: Normalization | None = None,
                  seed: int = 0) -> None:
-        shape = tuple(patch_shape) if not isinstance(patch_shape, int) else ()
-        if len(shape) not in (2, 3) or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1
-                                           for s in shape):
-            raise ValueError(f"patch_shape={patch_shape!r} is not allowed; expected 2 or 3 ints >= 1")
-        self.patch_shape = tuple(int(s) for s in shape)
-        self.images = _as_images(images, len(shape))
+        ndim = len(patch_shape) if hasattr(patch_shape, "__len__") else 0
+        if ndim not in (2, 3):  # the images tell 2D from 3D only after this check
+            raise not_allowed("patch_shape", patch_shape, "2 or 3 integers >= 1")
+        self.patch_shape = check_shape("patch_shape", patch_shape, ndim=ndim)
+        self.images = _as_images(images, ndim)
         self.points, self.point_classes = _as_points(points, point_classes, self.images)
         top = int(max(c.max() for c in self.point_classes if len(c)))
-        self.num_classes = top + 1 if num_classes is None else _check_number("num_classes", num_classes,
-                                                                             minimum=2, integer=True)
+        self.num_classes = top + 1 if num_classes is None else check_int("num_classes", num_classes, minimum=2)
         if top >= self.num_classes:
             raise ValueError(f"num_classes={num_classes} but a point has class {top}")
-        self.background_per_point = _check_number("background_per_point", background_per_point, minimum=0)
-        self.min_background_distance = _check_number("min_background_distance", min_background_distance,
-                                                     minimum=0)
-        self.jitter = _check_number("jitter", jitter, minimum=0, integer=True)
-        for name, flag in (("class_balance", class_balance), ("augment", augment)):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} must be True or False, got {flag!r}")
-        self.class_balance, self.augment = class_balance, augment
+        self.background_per_point = check_float("background_per_point", background_per_point, minimum=0)
+        self.min_background_distance = check_float("min_background_distance", min_background_distance, minimum=0)
+        self.jitter = check_int("jitter", jitter, minimum=0)
+        self.class_balance = check_bool("class_balance", class_balance)
+        self.augment = check_bool("augment", augment)
         if normalization is not None and not isinstance(normalization, Normalization):
             raise TypeError(f"normalization must be a Normalization or None, got {type(normalization).__name__}")
         self.normalization = normalization
-        self.seed = _check_number("seed", seed, minimum=0, integer=True)
+        self.seed = check_int("seed", seed, minimum=0)
         self._counts = self._per_class_counts()
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self._plan_cache: tuple[int, dict] | None = None
@@ -253,7 +241,7 @@ class PointPatchDataset(Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose items are drawn next (new background positions, jitter, repeats)."""
-        self._epoch.fill_(_check_number("epoch", epoch, minimum=0, integer=True))
+        self._epoch.fill_(check_int("epoch", epoch, minimum=0))
 
     def __len__(self) -> int:
         return int(self._counts.sum())

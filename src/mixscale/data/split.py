@@ -6,16 +6,15 @@ import logging
 
 import numpy as np
 
+from .._checks import check_float, check_int, check_shape, not_allowed
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["pixel_split", "split_images"]
 
 
 def _check_fraction(val_fraction) -> float:
-    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float, np.floating)) \
-            or not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction must be a number in (0, 1), got {val_fraction!r}")
-    return float(val_fraction)
+    return check_float("val_fraction", val_fraction, minimum=0, maximum=1, open_minimum=True, open_maximum=True)
 
 
 def split_images(n: int, *, val_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -42,11 +41,9 @@ def split_images(n: int, *, val_fraction: float = 0.2, seed: int = 0) -> tuple[n
     >>> len(train), len(val)
     (4, 1)
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
-        raise ValueError(
-            f"n must be an integer >= 2 to split images, got {n!r}; "
-            "with a single image use pixel_split on its labels"
-        )
+    if check_int("n", n) < 2:
+        raise not_allowed("n", n, "an integer >= 2 to split images; with a single image use pixel_split "
+                          "on its labels")
     val_fraction = _check_fraction(val_fraction)
     n_val = min(max(1, round(n * val_fraction)), n - 1)
     order = np.random.default_rng(seed).permutation(n)
@@ -57,16 +54,12 @@ def _check_labels(labels, ignore_index) -> np.ndarray:
     arr = np.asarray(labels)
     if not np.issubdtype(arr.dtype, np.integer):
         raise TypeError(f"labels must be an integer class map (see prepare_labels), got dtype {arr.dtype}")
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
-        raise TypeError(f"ignore_index must be an integer, got {ignore_index!r}")
+    check_int("ignore_index", ignore_index)
     return arr
 
 
 def _block_ids(flat_idx: np.ndarray, shape: tuple, block_shape) -> np.ndarray:
-    if len(block_shape) != len(shape) or any(int(b) < 1 for b in block_shape):
-        raise ValueError(
-            f"block_shape must hold one positive int per axis of labels {shape}, got {block_shape!r}"
-        )
+    block_shape = check_shape("block_shape", block_shape, ndim=len(shape), what=f"(one per axis of labels {shape})")
     coords = np.unravel_index(flat_idx, shape)
     grid = tuple(-(-s // int(b)) for s, b in zip(shape, block_shape))
     return np.ravel_multi_index(tuple(c // int(b) for c, b in zip(coords, block_shape)), grid)
@@ -168,7 +161,7 @@ def pixel_split(labels, *, val_fraction: float = 0.2, ignore_index: int = -1, se
     if block_shape is None:
         to_val = _stratified_pixels(classes, val_fraction, rng)
     else:
-        groups = _block_ids(idx, arr.shape, tuple(block_shape))
+        groups = _block_ids(idx, arr.shape, block_shape)
         to_val = _choose_val_groups(groups, classes, val_fraction, rng)
     train.ravel()[idx[~to_val]] = classes[~to_val]
     val.ravel()[idx[to_val]] = classes[to_val]

@@ -6,6 +6,8 @@ from typing import Sequence
 
 import torch
 
+from .._checks import check_choice
+
 BLENDS = ("gaussian", "constant")
 
 
@@ -18,8 +20,7 @@ def blend_window(tile_shape: Sequence[int], *, blend: str = "gaussian", sigma_sc
     keeps a positive weight (tile corners at the image border are covered by one
     tile only). ``"constant"``: all ones (plain averaging).
     """
-    if blend not in BLENDS:
-        raise ValueError(f"blend={blend!r} is not allowed; expected one of {list(BLENDS)}")
+    check_choice("blend", blend, BLENDS)
     window = torch.ones(tuple(tile_shape))
     if blend == "constant":
         return window

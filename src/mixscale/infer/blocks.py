@@ -15,7 +15,7 @@ import math
 import time
 from typing import Callable, Iterable, Sequence
 
-from .._checks import check_int
+from .._checks import check_int, check_shape
 
 logger = logging.getLogger(__name__)
 
@@ -24,9 +24,7 @@ LOCAL_SCHEDULERS = ("threads", "sync", "processes")
 
 def block_counts(shape: Sequence[int], block_shape: Sequence[int]) -> tuple[int, ...]:
     """Blocks per axis when ``block_shape`` tiles ``shape`` (edge blocks are smaller)."""
-    if len(shape) != len(block_shape) or any(isinstance(b, bool) or not isinstance(b, int) or b < 1
-                                             for b in block_shape):
-        raise ValueError(f"block_shape={tuple(block_shape)} is not allowed; expected {len(shape)} ints >= 1")
+    block_shape = check_shape("block_shape", block_shape, ndim=len(shape))
     return tuple(-(-n // b) for n, b in zip(shape, block_shape))
 
 
@@ -62,10 +60,8 @@ def block_grid(shape: Sequence[int], block_shape: Sequence[int]) -> list[tuple[s
 
 def part_indices(count: int, num_parts: int = 1, part_id: int = 0) -> list[int]:
     """Block indices of part ``part_id`` of ``num_parts`` (round robin, so parts get similar work)."""
-    if isinstance(num_parts, bool) or not isinstance(num_parts, int) or num_parts < 1:
-        raise ValueError(f"num_parts={num_parts!r} is not allowed; expected an integer >= 1")
-    if isinstance(part_id, bool) or not isinstance(part_id, int) or not 0 <= part_id < num_parts:
-        raise ValueError(f"part_id={part_id!r} is not allowed; expected an integer in [0, {num_parts - 1}]")
+    num_parts = check_int("num_parts", num_parts, minimum=1)
+    part_id = check_int("part_id", part_id, minimum=0, maximum=num_parts - 1)
     return list(range(part_id, count, num_parts))
 
 

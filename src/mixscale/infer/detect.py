@@ -17,27 +17,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._checks import check_float, check_int, check_shape
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["detect_points", "detection_map", "find_peaks", "match_points", "object_peaks"]
-
-
-def _per_axis(name: str, value, n: int, minimum: int) -> tuple[int, ...]:
-    values = (value,) * n if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else value
-    try:
-        values = tuple(values)
-    except TypeError:
-        values = ()
-    if len(values) != n or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum
-                               for v in values):
-        raise ValueError(f"{name}={value!r} is not allowed; expected an int >= {minimum} or {n} of them")
-    return tuple(int(v) for v in values)
-
-
-def _check_positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name}={value!r} is not allowed; expected an integer >= 1")
-    return int(value)
 
 
 def _pad(image: torch.Tensor, patch_shape: tuple[int, ...]) -> torch.Tensor:
@@ -103,9 +87,9 @@ def detection_map(predictor: Callable[[torch.Tensor], torch.Tensor], image, patc
         raise ValueError(f"image of shape {tuple(image.shape)} is not allowed; expected (C, *spatial) with "
                          "2 or 3 spatial axes")
     dims = image.ndim - 1
-    patch_shape = _per_axis("patch_shape", patch_shape, dims, 1)
-    stride = _per_axis("stride", stride, dims, 1)
-    batch_size = _check_positive_int("batch_size", batch_size)
+    patch_shape = check_shape("patch_shape", patch_shape, ndim=dims)
+    stride = check_shape("stride", stride, ndim=dims)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
     device = image.device if device is None else torch.device(device)
     padded = _pad(image.float(), patch_shape).to(device)
     out_shape = tuple(-(-s // t) for s, t in zip(image.shape[1:], stride))
@@ -153,10 +137,8 @@ def find_peaks(heat, *, threshold: float, min_distance: float = 1.0) -> np.ndarr
     heat = heat.detach().cpu().numpy() if isinstance(heat, torch.Tensor) else np.asarray(heat)
     if heat.ndim < 1 or not np.issubdtype(heat.dtype, np.number):
         raise ValueError(f"heat must be a numeric array with at least one axis, got {heat.dtype} {heat.shape}")
-    if isinstance(min_distance, bool) or not isinstance(min_distance, (int, float)) or not min_distance >= 0:
-        raise ValueError(f"min_distance={min_distance!r} is not allowed; expected a number >= 0")
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or np.isnan(threshold):
-        raise ValueError(f"threshold={threshold!r} is not allowed; expected a number")
+    min_distance = check_float("min_distance", min_distance, minimum=0)
+    threshold = check_float("threshold", threshold)
     size = 2 * int(np.ceil(min_distance)) + 1
     local_max = maximum_filter(heat, size=size, mode="nearest")
     cand = np.argwhere((heat == local_max) & (heat >= threshold))
@@ -223,8 +205,7 @@ def match_points(pred, true, *, max_distance: float) -> dict:
     """
     from scipy.optimize import linear_sum_assignment
 
-    if isinstance(max_distance, bool) or not isinstance(max_distance, (int, float)) or not max_distance > 0:
-        raise ValueError(f"max_distance={max_distance!r} is not allowed; expected a number > 0")
+    max_distance = check_float("max_distance", max_distance, minimum=0, open_minimum=True)
     pred, true = _check_points("pred", pred), _check_points("true", true)
     pairs = np.zeros((0, 2), np.int64)
     if len(pred) and len(true):
@@ -258,9 +239,8 @@ def detect_points(predictor: Callable[[torch.Tensor], torch.Tensor], image, patc
     (M, ndim) int64 ndarray, highest probability first.
     """
     prob = detection_map(predictor, image, patch_shape, stride=stride, batch_size=batch_size, device=device)
-    if isinstance(class_index, bool) or not isinstance(class_index, int) or not 0 <= class_index < prob.shape[0]:
-        raise ValueError(f"class_index={class_index!r} is not allowed; the predictor gives {prob.shape[0]} classes")
-    steps = np.asarray(_per_axis("stride", stride, prob.ndim - 1, 1))
+    class_index = check_int("class_index", class_index, minimum=0, maximum=prob.shape[0] - 1)  # the predictor's classes
+    steps = np.asarray(check_shape("stride", stride, ndim=prob.ndim - 1))
     peaks = find_peaks(prob[class_index], threshold=threshold, min_distance=min_distance / steps.min())
     return peaks * steps
 
@@ -305,10 +285,8 @@ def object_peaks(prob, *, threshold: float = 0.5, min_distance: float = 3.0, str
     prob = prob.detach().cpu().numpy() if isinstance(prob, torch.Tensor) else np.asarray(prob)
     if prob.ndim < 2 or prob.shape[0] < 2:
         raise ValueError(f"prob must be (K, *spatial) with K >= 2 classes, got shape {prob.shape}")
-    if isinstance(background, bool) or not isinstance(background, (int, np.integer)) \
-            or not 0 <= background < prob.shape[0]:
-        raise ValueError(f"background={background!r} is not allowed; expected a class index in 0..{prob.shape[0] - 1}")
-    steps = np.asarray(_per_axis("stride", stride, prob.ndim - 1, 1))
+    background = check_int("background", background, minimum=0, maximum=prob.shape[0] - 1)  # a class index
+    steps = np.asarray(check_shape("stride", stride, ndim=prob.ndim - 1))
     score = 1.0 - prob[background]
     peaks = find_peaks(score, threshold=threshold, min_distance=min_distance / steps.min())
     objects = np.array([k for k in range(prob.shape[0]) if k != background])

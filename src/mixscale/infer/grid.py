@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+from .._checks import check_fraction, check_int
+
 
 def tile_starts(size: int, tile: int, overlap: float) -> list[int]:
     """Starts of tiles of length ``tile`` covering ``range(size)``; the last one ends at ``size``.
@@ -17,10 +19,8 @@ def tile_starts(size: int, tile: int, overlap: float) -> list[int]:
     >>> tile_starts(10, 4, 0.25)
     [0, 3, 6]
     """
-    if size < 1 or tile < 1:
-        raise ValueError(f"size={size} and tile={tile} must be >= 1")
-    if not 0 <= overlap < 1:
-        raise ValueError(f"overlap={overlap} is not allowed; expected a fraction in [0, 1)")
+    size, tile = check_int("size", size, minimum=1), check_int("tile", tile, minimum=1)
+    overlap = check_fraction("overlap", overlap)
     tile = min(tile, size)
     step = max(1, tile - int(overlap * tile))
     count = 1 + math.ceil(max(0, size - tile) / step)

@@ -18,13 +18,14 @@ import json
 import logging
 import os
 import shutil
-import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from .._files import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -107,17 +108,12 @@ class BlockStore:
                 raise FileExistsError(store._mismatch_message(old, plan))
             logger.warning("replacing %s (made for different settings)", store.path)
             shutil.rmtree(store.path)
-        tmp = store.path.with_name(f".{store.path.name}.tmp-{uuid.uuid4().hex[:8]}")
         try:
-            _create_group(tmp, shape, block_shape, arrays, plan)
-            os.rename(tmp, store.path)  # atomic; fails if another process got there first
-        except OSError:
-            if not store.path.exists():
-                raise
+            with atomic_path(store.path, replace=False) as tmp:  # the rename fails if another process got there first
+                _create_group(tmp, shape, block_shape, arrays, plan)
+        except FileExistsError:
             if store.read_plan() != plan:
                 raise FileExistsError(store._mismatch_message(store.read_plan(), plan)) from None
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         return store
 
     def read_plan(self) -> dict | None:
@@ -175,9 +171,8 @@ class BlockStore:
             lead = (slice(None),) * (array.ndim - len(region))
             array[lead + tuple(region)] = values
         self._markers.mkdir(parents=True, exist_ok=True)
-        tmp = self._markers / f".{index}.tmp-{uuid.uuid4().hex[:8]}"
-        tmp.touch()
-        os.replace(tmp, self._markers / str(index))
+        with atomic_path(self._markers / str(index)) as tmp:  # after every array: the marker says "complete"
+            tmp.touch()
 
 
 def _create_group(path: Path, shape, block_shape, arrays: Sequence[ArraySpec], plan: dict) -> None:

@@ -7,18 +7,12 @@ from typing import Callable, Sequence
 
 import torch
 
+from .._checks import check_int, check_shape
 from .blend import blend_window
 from .grid import tile_grid, with_halo
 from .merge import Accumulator
 
 logger = logging.getLogger(__name__)
-
-
-def _per_axis(name: str, value, n: int) -> tuple[int, ...]:
-    values = (value,) * n if isinstance(value, int) else tuple(value)
-    if len(values) != n or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in values):
-        raise ValueError(f"{name}={value!r} is not allowed; expected an int >= 0 or {n} of them")
-    return values
 
 
 @torch.no_grad()
@@ -62,12 +56,9 @@ def predict_tiled(predictor: Callable[[torch.Tensor], torch.Tensor], image: torc
     """
     spatial = tuple(image.shape[1:])
     dims = len(spatial)
-    tiles = _per_axis("tile_shape", tile_shape, dims)
-    if min(tiles) < 1:
-        raise ValueError(f"tile_shape={tile_shape!r} is not allowed; every entry must be >= 1")
-    halos = _per_axis("halo", halo, dims)
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size} is not allowed; expected an integer >= 1")
+    tiles = check_shape("tile_shape", tile_shape, ndim=dims)
+    halos = check_shape("halo", halo, ndim=dims, minimum=0)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
     region = _check_region(region, spatial)
     grid = _offset(tile_grid(_shape(region), tiles, overlap), [r.start for r in region])
     if len(grid) == 1:  # one tile: no blending, no accumulator
@@ -137,7 +128,7 @@ def predict_tiled_shrinking(predictor, image: torch.Tensor, *, tile_shape, min_t
     """
     region = kwargs.get("region")
     spatial = tuple(image.shape[1:]) if region is None else tuple(r.stop - r.start for r in region)
-    tiles = tuple(min(t, n) for t, n in zip(_per_axis("tile_shape", tile_shape, len(spatial)), spatial))
+    tiles = tuple(min(t, n) for t, n in zip(check_shape("tile_shape", tile_shape, ndim=len(spatial)), spatial))
     while True:
         try:
             return predict_tiled(predictor, image, tile_shape=tiles, **kwargs)

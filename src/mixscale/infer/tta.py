@@ -44,13 +44,21 @@ class TestTimeAugmentation:
         self.predictor = predictor
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim not in (4, 5):
-            raise ValueError(f"input of shape {tuple(x.shape)} is not allowed; expected (B, C, H, W) or (B, C, D, H, W)")
         total = None
-        for flips, turns in _transforms(x.ndim - 2):
-            t = torch.rot90(x.flip(flips) if flips else x, turns, dims=(2, 3))
-            y = self.predictor(t)
-            y = torch.rot90(y, -turns, dims=(2, 3))
-            y = y.flip(flips) if flips else y
+        for y in augmented_outputs(self.predictor, x):
             total = y.double() if total is None else total.add_(y.double())
         return (total / 8).float()  # float64 sums: a prediction every transform agrees on comes back exactly
+
+
+def augmented_outputs(predictor, x: torch.Tensor):
+    """Yield ``predictor``'s output under each of the 8 transforms, mapped back onto ``x``'s grid.
+
+    Each output is one "member" for ensemble statistics (:class:`mixscale.uq.MemberStatistics`);
+    :class:`TestTimeAugmentation` averages them.
+    """
+    if x.ndim not in (4, 5):
+        raise ValueError(f"input of shape {tuple(x.shape)} is not allowed; expected (B, C, H, W) or (B, C, D, H, W)")
+    for flips, turns in _transforms(x.ndim - 2):
+        t = torch.rot90(x.flip(flips) if flips else x, turns, dims=(2, 3))
+        y = torch.rot90(predictor(t), -turns, dims=(2, 3))
+        yield y.flip(flips) if flips else y

@@ -2,16 +2,18 @@
 
 Every public loss calls one of these first, so a wrong shape, dtype or label
 value fails with a message naming the parameter instead of a cryptic error (or,
-worse, a silently wrong value) deep inside torch.
+worse, a silently wrong value) deep inside torch. Plain options (numbers,
+switches) are checked with :mod:`mixscale._checks`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
+
+from .._checks import check_int
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -35,13 +37,6 @@ def upcast(pred: Tensor) -> Tensor:
     return pred.float() if pred.dtype in _LOW_PRECISION else pred
 
 
-def check_ignore_index(ignore_index: object) -> int:
-    """Check the unlabelled-pixel marker is a plain int."""
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-        raise TypeError(f"ignore_index must be an int, got {ignore_index!r}")
-    return ignore_index
-
-
 def check_segmentation(pred: object, target: object, ignore_index: int) -> Tensor:
     """Validate logits and an integer label map; return the mask of labelled pixels.
 
@@ -58,7 +53,7 @@ def check_segmentation(pred: object, target: object, ignore_index: int) -> Tenso
             f"target must be an integer label tensor (e.g. torch.int64), got dtype "
             f"{target.dtype}; convert class maps with target.long()"
         )
-    check_ignore_index(ignore_index)
+    check_int("ignore_index", ignore_index)
     num_classes = pred.shape[1]
     if num_classes < 2:
         raise ValueError(
@@ -137,25 +132,6 @@ def class_vector(
     if not bool(torch.isfinite(vec).all()) or bool((vec < 0).any()):
         raise ValueError(f"{name} must be finite and >= 0, got {vec.tolist()}")
     return vec
-
-
-def check_flag(value: object, name: str) -> bool:
-    """Check a switch is a real bool (a string "False" would otherwise read as True)."""
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {value!r}")
-    return value
-
-
-def check_number(value: object, name: str, *, low: float, high: float = math.inf,
-                 high_open: bool = False) -> float:
-    """Check a real scalar option lies in ``[low, high]`` (or ``[low, high)``)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    upper_ok = value < high if high_open else value <= high
-    if value < low or not upper_ok:
-        bracket = ")" if high_open else "]"
-        raise ValueError(f"{name} must be in [{low}, {high}{bracket}, got {value!r}")
-    return float(value)
 
 
 def one_hot(target: Tensor, valid: Tensor, num_classes: int, dtype: torch.dtype) -> Tensor:

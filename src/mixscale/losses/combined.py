@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from torch import Tensor, nn
 
+from .._checks import check_float
 from .overlap import DiceLoss, TverskyLoss
 from .pixelwise import CrossEntropyLoss, FocalLoss
 from .regression import L1Loss, MSELoss
@@ -23,14 +23,6 @@ _LOSSES: dict[str, type[nn.Module]] = {
     "l1": L1Loss,
     "mse": MSELoss,
 }
-
-
-def _check_weight(weight: object, where: str) -> float:
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)):
-        raise TypeError(f"weight of {where} must be a real number, got {weight!r}")
-    if not math.isfinite(weight) or weight < 0:
-        raise ValueError(f"weight of {where} must be finite and >= 0, got {weight!r}")
-    return float(weight)
 
 
 class CombinedLoss(nn.Module):
@@ -65,7 +57,7 @@ class CombinedLoss(nn.Module):
                     and isinstance(term[0], nn.Module)):
                 raise TypeError(f"terms[{i}] must be a (nn.Module, weight) pair, got {term!r}")
             modules.append(term[0])
-            weights.append(_check_weight(term[1], f"terms[{i}]"))
+            weights.append(check_float(f"terms[{i}][1]", term[1], minimum=0))  # the weight
         self.terms = nn.ModuleList(modules)
         self.weights = tuple(weights)
 
@@ -145,7 +137,7 @@ def create_loss(spec: str | Mapping[str, float], **kwargs: Any) -> nn.Module:
         raise TypeError(f"no loss in {list(spec)} accepts option(s) {unknown}")
     terms = []
     for name, cls in classes.items():
-        weight = _check_weight(spec[name], f"loss {name!r}")
+        weight = check_float(f"spec[{name!r}]", spec[name], minimum=0)  # the weight
         accepted = _options(cls)
         terms.append((cls(**{k: v for k, v in kwargs.items() if k in accepted}), weight))
     return CombinedLoss(terms)

@@ -20,10 +20,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_bool, check_float, check_int
 from ._checks import (
-    check_flag,
-    check_ignore_index,
-    check_number,
     check_segmentation,
     class_vector,
     masked_logits,
@@ -50,7 +48,7 @@ def _soft_counts(pred: Tensor, target: Tensor, ignore_index: int) -> tuple[Tenso
 def _mean_over_classes(losses: Tensor, class_weights: _WeightsLike,
                        include_background: bool) -> Tensor:
     """Weighted mean of per-class losses, class 0 dropped unless ``include_background``."""
-    check_flag(include_background, "include_background")
+    check_bool("include_background", include_background)
     weights = class_vector(class_weights, "class_weights", losses.numel(), losses)
     if weights is None:
         weights = torch.ones_like(losses)
@@ -109,7 +107,7 @@ def dice_loss(
     >>> float(dice_loss(perfect, target)) < 1e-6
     True
     """
-    smooth = check_number(smooth, "smooth", low=0.0)
+    smooth = check_float("smooth", smooth, minimum=0.0)
     tp, fp, fn = _soft_counts(pred, target, ignore_index)
     dice = (2 * tp + smooth) / (2 * tp + fp + fn + smooth)
     return _mean_over_classes(1 - dice, class_weights, include_background)
@@ -164,9 +162,9 @@ def tversky_loss(
     >>> bool(torch.isclose(a, b))
     True
     """
-    alpha = check_number(alpha, "alpha", low=0.0)
-    beta = check_number(beta, "beta", low=0.0)
-    smooth = check_number(smooth, "smooth", low=0.0)
+    alpha = check_float("alpha", alpha, minimum=0.0)
+    beta = check_float("beta", beta, minimum=0.0)
+    smooth = check_float("smooth", smooth, minimum=0.0)
     tp, fp, fn = _soft_counts(pred, target, ignore_index)
     index = (tp + smooth) / (tp + alpha * fp + beta * fn + smooth)
     return _mean_over_classes(1 - index, class_weights, include_background)
@@ -185,9 +183,9 @@ class DiceLoss(nn.Module):
     def __init__(self, *, ignore_index: int = -1, smooth: float = 1e-5,
                  include_background: bool = True, class_weights: _WeightsLike = None) -> None:
         super().__init__()
-        self.ignore_index = check_ignore_index(ignore_index)
-        self.smooth = check_number(smooth, "smooth", low=0.0)
-        self.include_background = check_flag(include_background, "include_background")
+        self.ignore_index = check_int("ignore_index", ignore_index)
+        self.smooth = check_float("smooth", smooth, minimum=0.0)
+        self.include_background = check_bool("include_background", include_background)
         self.register_buffer("class_weights", weight_buffer(class_weights, "class_weights"),
                              persistent=False)
 
@@ -215,11 +213,11 @@ class TverskyLoss(nn.Module):
                  smooth: float = 1e-5, include_background: bool = True,
                  class_weights: _WeightsLike = None) -> None:
         super().__init__()
-        self.ignore_index = check_ignore_index(ignore_index)
-        self.alpha = check_number(alpha, "alpha", low=0.0)
-        self.beta = check_number(beta, "beta", low=0.0)
-        self.smooth = check_number(smooth, "smooth", low=0.0)
-        self.include_background = check_flag(include_background, "include_background")
+        self.ignore_index = check_int("ignore_index", ignore_index)
+        self.alpha = check_float("alpha", alpha, minimum=0.0)
+        self.beta = check_float("beta", beta, minimum=0.0)
+        self.smooth = check_float("smooth", smooth, minimum=0.0)
+        self.include_background = check_bool("include_background", include_background)
         self.register_buffer("class_weights", weight_buffer(class_weights, "class_weights"),
                              persistent=False)
 

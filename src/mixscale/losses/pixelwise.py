@@ -16,9 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._checks import check_float, check_int
 from ._checks import (
-    check_ignore_index,
-    check_number,
     check_segmentation,
     class_vector,
     masked_logits,
@@ -69,7 +68,7 @@ def cross_entropy_loss(
     1.0986
     """
     valid = check_segmentation(pred, target, ignore_index)
-    label_smoothing = check_number(label_smoothing, "label_smoothing", low=0.0, high=1.0)
+    label_smoothing = check_float("label_smoothing", label_smoothing, minimum=0.0, maximum=1.0)
     logits = masked_logits(pred, valid)
     w = class_vector(weight, "weight", pred.shape[1], logits)
     total = F.cross_entropy(
@@ -124,7 +123,7 @@ def focal_loss(
     0.6931
     """
     valid = check_segmentation(pred, target, ignore_index)
-    gamma = check_number(gamma, "gamma", low=0.0)
+    gamma = check_float("gamma", gamma, minimum=0.0)
     logits = masked_logits(pred, valid)
     a = class_vector(alpha, "alpha", pred.shape[1], logits)
     safe = torch.where(valid, target, torch.zeros_like(target)).long()
@@ -150,8 +149,8 @@ class CrossEntropyLoss(nn.Module):
     def __init__(self, *, ignore_index: int = -1, weight: Sequence[float] | Tensor | None = None,
                  label_smoothing: float = 0.0) -> None:
         super().__init__()
-        self.ignore_index = check_ignore_index(ignore_index)
-        self.label_smoothing = check_number(label_smoothing, "label_smoothing", low=0.0, high=1.0)
+        self.ignore_index = check_int("ignore_index", ignore_index)
+        self.label_smoothing = check_float("label_smoothing", label_smoothing, minimum=0.0, maximum=1.0)
         # non-persistent: follows .to(device) without leaking into model checkpoints
         self.register_buffer("weight", weight_buffer(weight, "weight"), persistent=False)
 
@@ -176,8 +175,8 @@ class FocalLoss(nn.Module):
     def __init__(self, *, ignore_index: int = -1, gamma: float = 2.0,
                  alpha: Sequence[float] | Tensor | None = None) -> None:
         super().__init__()
-        self.ignore_index = check_ignore_index(ignore_index)
-        self.gamma = check_number(gamma, "gamma", low=0.0)
+        self.ignore_index = check_int("ignore_index", ignore_index)
+        self.gamma = check_float("gamma", gamma, minimum=0.0)
         self.register_buffer("alpha", weight_buffer(alpha, "alpha"), persistent=False)
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:

@@ -33,24 +33,6 @@ def check_same_shape(pred: np.ndarray, target: np.ndarray) -> None:
         )
 
 
-def check_int(value: object, name: str, *, low: int | None = None) -> int:
-    """Check an option is a plain int (NumPy integers accepted), optionally >= ``low``."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if low is not None and value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value!r}")
-    return int(value)
-
-
-def check_positive(value: object, name: str) -> float:
-    """Check a finite real option > 0."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    if not math.isfinite(float(value)) or value <= 0:
-        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
-    return float(value)
-
-
 def ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     """Elementwise ``numerator / denominator`` in float64, NaN where the denominator is 0."""
     numerator = np.asarray(numerator, dtype=np.float64)

@@ -15,7 +15,8 @@ import math
 import numpy as np
 from scipy import ndimage
 
-from ._arrays import as_array, check_int, check_positive, check_same_shape
+from .._checks import check_bool, check_float, check_int, not_allowed
+from ._arrays import as_array, check_same_shape
 
 __all__ = ["image_report", "mae", "mse", "pearson", "psnr", "ssim"]
 
@@ -53,7 +54,7 @@ def _data_range(data_range: object) -> float:
             "data_range is required: the span of possible target values, e.g. 1.0 for "
             "images in [0, 1] or 255 for 8-bit; it is never guessed from the data"
         )
-    return check_positive(data_range, "data_range")
+    return check_float("data_range", data_range, minimum=0, open_minimum=True)
 
 
 def _mean_error(p: np.ndarray, t: np.ndarray, valid: np.ndarray, *, power: int) -> float:
@@ -142,13 +143,12 @@ def _pearson(p: np.ndarray, t: np.ndarray, valid: np.ndarray) -> float:
 
 
 def _window_size(win_size: int | None, gaussian: bool, shape: tuple[int, ...]) -> int:
-    if not isinstance(gaussian, bool):
-        raise TypeError(f"gaussian must be a bool, got {gaussian!r}")
+    gaussian = check_bool("gaussian", gaussian)
     if win_size is None:
         win_size = 2 * int(3.5 * _SIGMA + 0.5) + 1 if gaussian else 7
-    win_size = check_int(win_size, "win_size", low=3)
+    win_size = check_int("win_size", win_size, minimum=3)
     if win_size % 2 == 0:
-        raise ValueError(f"win_size must be odd, got {win_size}")
+        raise not_allowed("win_size", win_size, "an odd integer >= 3")
     if win_size > min(shape):
         raise ValueError(
             f"win_size {win_size} exceeds the smallest image side of shape {shape}; "
@@ -252,7 +252,7 @@ def _ssim(p: np.ndarray, t: np.ndarray, use: np.ndarray, data_range: float,
           win_size: int | None, gaussian: bool, channel_axis: int | None) -> float:
     if channel_axis is None:
         return _ssim_single(p, t, use, data_range, win_size, gaussian)
-    axis = check_int(channel_axis, "channel_axis")
+    axis = check_int("channel_axis", channel_axis)
     if not -p.ndim <= axis < p.ndim:
         raise ValueError(f"channel_axis {axis} is out of range for shape {p.shape}")
     p, t, use = (np.moveaxis(x, axis, 0) for x in (p, t, use))

@@ -6,9 +6,9 @@ class land near each other, a point's nearest neighbours share its class.
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
+
+from .._checks import check_int
 
 __all__ = ["knn_accuracy"]
 
@@ -64,8 +64,7 @@ def knn_accuracy(embedding, labels, *, k: int = 5) -> float:
     labels = np.asarray(labels)
     if labels.shape != (n,):
         raise ValueError(f"labels must have shape ({n},) to match the embedding, got {labels.shape}")
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= n - 1:
-        raise ValueError(f"k={k!r} is not allowed; expected an integer in [1, {n - 1}] (N - 1 other points)")
+    k = check_int("k", k, minimum=1, maximum=n - 1)  # the N - 1 other points at most
     classes, codes = np.unique(labels, return_inverse=True)
     _, idx = cKDTree(points).query(points, k=k + 1)
     idx = idx.reshape(n, k + 1)

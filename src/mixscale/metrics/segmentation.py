@@ -18,7 +18,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ._arrays import as_array, check_int, check_same_shape, nanmean, ratio
+from .._checks import check_choice, check_int
+from ._arrays import as_array, check_same_shape, nanmean, ratio
 
 __all__ = [
     "accuracy",
@@ -63,8 +64,8 @@ def _labelled(pred: object, target: object, num_classes: int,
               ignore_index: int) -> tuple[np.ndarray, np.ndarray]:
     """Checked 1-D int64 (pred, target) of the labelled pixels."""
     pred, target = _label_arrays(pred, target)
-    num_classes = check_int(num_classes, "num_classes", low=1)
-    ignore_index = check_int(ignore_index, "ignore_index")
+    num_classes = check_int("num_classes", num_classes, minimum=1)
+    ignore_index = check_int("ignore_index", ignore_index)
     keep = target != ignore_index
     p, t = pred[keep].astype(np.int64), target[keep].astype(np.int64)
     _check_range(t, "target", num_classes, ignore_index)
@@ -126,8 +127,7 @@ def _micro(metric: str, matrix: np.ndarray) -> float:
 
 def _averaged(metric: str, pred: object, target: object, num_classes: int,
               ignore_index: int, average: str | None) -> float | np.ndarray:
-    if average not in _AVERAGES:
-        raise ValueError(f"average must be one of 'macro', 'micro' or None, got {average!r}")
+    check_choice("average", average, _AVERAGES)
     matrix = confusion_matrix(pred, target, num_classes=num_classes, ignore_index=ignore_index)
     if average == "micro":
         return _micro(metric, matrix)
@@ -285,7 +285,7 @@ def adjusted_rand_index(pred: object, target: object, *, ignore_index: int = -1)
     1.0
     """
     pred, target = _label_arrays(pred, target)
-    keep = target != check_int(ignore_index, "ignore_index")
+    keep = target != check_int("ignore_index", ignore_index)
     _, p = np.unique(pred[keep], return_inverse=True)
     _, t = np.unique(target[keep], return_inverse=True)
     if p.size == 0:

@@ -61,6 +61,13 @@ class ModelInfo:
         2.5D input: neighbouring slices on each side stacked as channels (0: plain 2D/3D).
     slice_axis : int
         The axis of training volumes that 2D patches were sliced along.
+    train_data_sha256 : list of str or None
+        SHA-256 of each training image array (dtype, shape and bytes), so that
+        calibration can refuse training images.
+    calibration : dict or None
+        Set by :func:`mixscale.api.calibrate`: ``temperature`` and/or ``conformal``
+        (``alpha``, ``score``, ``threshold`` (one value or one per class), ``n``,
+        ``data_sha256``, score options).
     format_version : int
     """
 
@@ -73,6 +80,8 @@ class ModelInfo:
     train_config: dict = field(default_factory=dict)
     context_slices: int = 0
     slice_axis: int = 0
+    train_data_sha256: list[str] | None = None
+    calibration: dict | None = None
     format_version: int = FORMAT_VERSION
 
     @property
@@ -139,13 +148,17 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -
     from safetensors.torch import load_file
 
     info = read_model_info(path)
+    return build_net(info, load_file(str(path), device="cpu"), source=path).to(device).eval(), info
+
+
+def build_net(info: ModelInfo, state: dict, *, source) -> nn.Module:
+    """The network of ``info`` with the weights ``state`` (names must match exactly)."""
     net = create_net(info.net_name, **info.net_config)
-    state = load_file(str(path), device="cpu")
     missing, unexpected = net.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ValueError(f"model file {path} does not match network {info.net_name!r}: "
+        raise ValueError(f"model file {source} does not match network {info.net_name!r}: "
                          f"missing {missing}, unexpected {unexpected}")
-    return net.to(device).eval(), info
+    return net
 
 
 def _read_header(path: Path) -> dict:
@@ -165,11 +178,20 @@ def _read_header(path: Path) -> dict:
         raise ValueError(f"{path} is not a mixscale model file: unreadable safetensors header ({exc})") from None
 
 
+def header_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The safetensors ``__metadata__`` of a file (JSON only; no tensors read)."""
+    return _read_header(Path(path)).get("__metadata__") or {}
+
+
 def _info_from_header(header: dict, path) -> ModelInfo:
     meta = header.get("__metadata__") or {}
     if METADATA_KEY not in meta:
         raise ValueError(f"{path} is a safetensors file without mixscale metadata")
-    data: dict[str, Any] = json.loads(meta[METADATA_KEY])
+    return info_from_dict(json.loads(meta[METADATA_KEY]), path)
+
+
+def info_from_dict(data: dict[str, Any], path) -> ModelInfo:
+    """A :class:`ModelInfo` from its JSON form, of any readable format version."""
     version = data.get("format_version")
     if version not in READABLE_VERSIONS or isinstance(version, bool):
         raise ValueError(f"{path} has model format_version={version!r}; this mixscale reads versions "

@@ -10,7 +10,6 @@ gets (:meth:`Model.finish`, :meth:`Model.outputs`, :meth:`Model.output_arrays`).
 
 from __future__ import annotations
 
-import functools
 import logging
 from dataclasses import dataclass
 from typing import Callable
@@ -41,6 +40,12 @@ class InputLayout:
     spatial_shape: tuple[int, ...]
     channel_axis: int | None
     slice_axis: int | None
+
+
+def writable_float32(x) -> np.ndarray:
+    """``x`` as a C-contiguous, writable float32 array (torch refuses read-only memory maps)."""
+    x = np.asarray(x, dtype=np.float32)
+    return x if x.flags.writeable and x.flags.c_contiguous else np.array(x, order="C")
 
 
 def label_dtype(classes: int) -> str:
@@ -108,6 +113,28 @@ class Model:
     def class_names(self) -> list[str] | None:
         return self.info.class_names
 
+    @property
+    def calibration(self) -> dict:
+        """What :func:`mixscale.api.calibrate` recorded: ``temperature``, ``conformal`` (or nothing)."""
+        return self.info.calibration or {}
+
+    @property
+    def temperature(self) -> float:
+        """Logits are divided by it before the softmax (1.0 unless calibrated)."""
+        return float(self.calibration.get("temperature", 1.0))
+
+    def logit_functions(self) -> list[Callable]:
+        """One callable per member, prepared input -> raw logits ``(B, K, *S)`` (no temperature)."""
+        return [self.net]
+
+    def conformal(self) -> dict:
+        """The conformal calibration; a clear error when the model has none."""
+        found = self.calibration.get("conformal")
+        if not found:
+            raise ValueError(f"{self.source or 'the model'} has no conformal calibration: prediction sets need "
+                             "a calibrated model (mixscale calibrate MODEL IMAGES LABELS -o calibrated.safetensors)")
+        return found
+
     # -- input ---------------------------------------------------------------------
     def layout(self, shape, *, slice_axis: int | None = None, channel_axis: int | None = None) -> InputLayout:
         """Check an input of ``shape`` against the model; a clear ``ValueError`` otherwise.
@@ -155,7 +182,7 @@ class Model:
         x = x.astype(np.float32, copy=False)
         if self.info.normalization:
             x = normalize(x, Normalization.from_dict(self.info.normalization), channel_axis=0)
-        return np.ascontiguousarray(x, dtype=np.float32)
+        return writable_float32(x)
 
     def prepare(self, array: np.ndarray, *, slice_axis: int | None = None,
                 channel_axis: int | None = None) -> np.ndarray:
@@ -166,23 +193,42 @@ class Model:
         return self.normalize(x)
 
     # -- running -------------------------------------------------------------------
-    def predictor(self, *, tta: bool = False) -> Callable:
-        """The callable tiles and blocks run, ``(B, C, *S) -> (B, K, *S)`` tensors.
+    def predictor(self, *, tta: bool = False, uncertainty: bool = False) -> Callable:
+        """The callable tiles and blocks run, ``(B, C, *S) -> (B, K', *S)`` tensors.
 
         Class probabilities for class tasks (so that overlapping tiles and test-time
-        augmentations average probabilities), raw outputs otherwise.
+        augmentations average probabilities), raw outputs otherwise. With
+        ``uncertainty`` the members are the test-time transforms (``tta`` is needed for a
+        single model) and the output holds the statistics channels of :meth:`outputs`.
         """
+        if uncertainty:
+            if not tta:
+                raise ValueError("uncertainty of a single model comes from its test-time augmentations: pass "
+                                 "tta=True (CLI: --tta), or predict with an ensemble")
+            return member_statistics_predictor([self._member_output], tta=True, classes=self.task.classes)
         import torch
 
         from ..infer.tta import TestTimeAugmentation
 
-        net, classes = self.net, self.task.classes
+        net, classes, t = self.net, self.task.classes, self.temperature
 
         def predictor(batch: torch.Tensor) -> torch.Tensor:
             out = net(batch)
-            return torch.softmax(out.float(), dim=1) if classes else out
+            if not classes:
+                return out
+            return torch.softmax(out.float() if t == 1.0 else out.float() / t, dim=1)
 
         return TestTimeAugmentation(predictor) if tta else predictor
+
+    def _member_output(self, batch, *, temperature: float | None = None):
+        """One member's output in the units statistics are taken in: probabilities, or target units."""
+        import torch
+
+        out = self.net(batch).float()
+        if self.task.classes:
+            t = self.temperature if temperature is None else temperature
+            return torch.softmax(out if t == 1.0 else out / t, dim=1)
+        return _torch_denormalize(out, self.info.target_normalization)
 
     def run(self, x: np.ndarray, *, device: str = "cpu") -> np.ndarray:
         """One whole-input pass of a prepared ``(C, *spatial)`` array: ``(K, *spatial)``."""
@@ -191,45 +237,90 @@ class Model:
         return predict_whole(self.predictor(), x, device=device)
 
     # -- output --------------------------------------------------------------------
-    def finish(self, raw: np.ndarray, *, probabilities: bool = False) -> np.ndarray:
+    def _final_units(self, uncertainty: bool) -> bool:
+        """Raw outputs already in target units (statistics over members are taken there)."""
+        return uncertainty
+
+    def finish(self, raw: np.ndarray, *, probabilities: bool = False, uncertainty: bool = False,
+               sets: bool = False):
         """The predictor's ``(K, *spatial)`` output -> what a user gets.
 
         Labels ``(*spatial)`` (uint8, uint16 above 256 classes) or with
         ``probabilities`` the class probabilities ``(K, *spatial)`` float32; for image
-        tasks the output in the target's units, ``(*spatial)`` when K = 1.
+        tasks the output in the target's units, ``(*spatial)`` when K = 1. With
+        ``uncertainty``: the dict of :meth:`outputs`.
         """
+        if uncertainty or sets:
+            return self.outputs(raw, probabilities=probabilities, uncertainty=uncertainty, sets=sets)
+        raw = raw[: self.out_channels]
         if self.task.image_targets:
-            return self._denormalize(raw)
+            return self._denormalize(raw, final=self._final_units(False))
         if probabilities:
             return raw.astype(np.float32)
         return raw.argmax(0).astype(label_dtype(raw.shape[0]))
 
-    def outputs(self, raw: np.ndarray, *, probabilities: bool = False) -> dict[str, np.ndarray]:
-        """The arrays of a block: ``labels`` (+ float16 ``probabilities``), or ``prediction`` float32."""
+    def outputs(self, raw: np.ndarray, *, probabilities: bool = False, uncertainty: bool = False,
+                sets: bool = False) -> dict[str, np.ndarray]:
+        """The arrays of a block: ``labels`` (+ float16 ``probabilities``), or ``prediction`` float32.
+
+        With ``uncertainty`` also ``prob_mean`` and ``prob_std`` ``(K, *S)``, ``entropy`` and
+        ``mutual_info`` ``(*S)`` (float16); for image tasks ``prediction_std`` (float32). With
+        ``sets`` the conformal prediction set of every pixel as a bitmask ``sets`` (bit ``y``
+        for class ``y``) and its size ``set_size`` (uint8).
+        """
+        k = self.out_channels
+        final = self._final_units(uncertainty)
         if self.task.image_targets:
-            return {"prediction": self._denormalize(raw).astype(np.float32)}
-        out = {"labels": raw.argmax(0).astype(label_dtype(raw.shape[0]))}
+            out = {"prediction": self._denormalize(raw[:k], final=final).astype(np.float32)}
+            if uncertainty:
+                std = raw[k:2 * k]
+                out["prediction_std"] = (std[0] if k == 1 else std).astype(np.float32)
+            return out
+        mean = raw[:k]
+        out = {"labels": mean.argmax(0).astype(label_dtype(k))}
         if probabilities:
-            out["probabilities"] = raw.astype(np.float16)
+            out["probabilities"] = mean.astype(np.float16)
+        if uncertainty:
+            out.update(prob_mean=mean.astype(np.float16), prob_std=raw[k:2 * k].astype(np.float16),
+                       entropy=raw[2 * k].astype(np.float16), mutual_info=raw[2 * k + 1].astype(np.float16))
+        if sets:
+            out.update(self.prediction_sets(mean))
         return out
 
-    def output_arrays(self, *, probabilities: bool = False) -> list:
+    def prediction_sets(self, probs: np.ndarray) -> dict[str, np.ndarray]:
+        """``sets`` (bitmask) and ``set_size`` of class probabilities ``(K, *S)``, by the stored calibration."""
+        from ..infer.conformal import prediction_sets, set_bitmask
+
+        c = self.conformal()
+        members = prediction_sets(probs, c["threshold"], score=c["score"], **c.get("score_options", {}))
+        return {"sets": set_bitmask(members), "set_size": members.sum(0).numpy().astype(np.uint8)}
+
+    def output_arrays(self, *, probabilities: bool = False, uncertainty: bool = False, sets: bool = False) -> list:
         """The :class:`~mixscale.infer.store.ArraySpec` of every array :meth:`outputs` gives."""
         from ..infer.store import ArraySpec
 
         k = self.out_channels
+        lead = () if k == 1 else (k,)
         if self.task.image_targets:
-            return [ArraySpec("prediction", "float32", () if k == 1 else (k,))]
+            specs = [ArraySpec("prediction", "float32", lead)]
+            return specs + ([ArraySpec("prediction_std", "float32", lead)] if uncertainty else [])
         specs = [ArraySpec("labels", label_dtype(k))]
         if probabilities:
             specs.append(ArraySpec("probabilities", "float16", (k,)))
+        if uncertainty:
+            specs += [ArraySpec("prob_mean", "float16", (k,)), ArraySpec("prob_std", "float16", (k,)),
+                      ArraySpec("entropy", "float16"), ArraySpec("mutual_info", "float16")]
+        if sets:
+            from ..infer.conformal import bitmask_dtype
+
+            specs += [ArraySpec("sets", bitmask_dtype(k)), ArraySpec("set_size", "uint8")]
         return specs
 
-    def _denormalize(self, raw: np.ndarray) -> np.ndarray:
+    def _denormalize(self, raw: np.ndarray, *, final: bool = False) -> np.ndarray:
         from ..data import Normalization, denormalize
 
         out = raw
-        if self.info.target_normalization:
+        if self.info.target_normalization and not final:
             out = denormalize(raw, Normalization.from_dict(self.info.target_normalization), channel_axis=0)
         return out[0] if out.shape[0] == 1 else out
 
@@ -252,6 +343,40 @@ class Model:
         return warn_if_not_tile_exact(self.net)
 
 
+def _torch_denormalize(x, norm: dict | None):
+    """``x * std + mean`` per channel of a ``(B, C, *S)`` tensor (identity without statistics)."""
+    if not norm:
+        return x
+    import torch
+
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    mean = torch.tensor(norm["mean"], dtype=x.dtype, device=x.device).view(shape)
+    std = torch.tensor(norm["std"], dtype=x.dtype, device=x.device).view(shape)
+    return x * std + mean
+
+
+def member_statistics_predictor(members: list[Callable], *, tta: bool, classes: bool) -> Callable:
+    """A predictor whose output is the statistics over ``members`` (times the 8 test-time transforms
+    with ``tta``): ``(B, 2K + 2, *S)`` (mean, std, entropy, mutual information) for class tasks,
+    ``(B, 2C, *S)`` (mean, std) otherwise. Memory does not grow with the number of members."""
+    import torch
+
+    from ..infer.tta import augmented_outputs
+    from ..infer.reducers import MemberStatistics
+
+    def predictor(batch: torch.Tensor) -> torch.Tensor:
+        stats = MemberStatistics(class_dim=1)
+        for member in members:
+            for y in (augmented_outputs(member, batch) if tta else (member(batch),)):
+                stats.update(y, probabilities=classes)
+        parts = [stats.mean, stats.std()]
+        if classes:
+            parts += [stats.entropy()[:, None], stats.mutual_information()[:, None]]
+        return torch.cat(parts, dim=1).float()
+
+    return predictor
+
+
 def warn_if_not_tile_exact(net: nn.Module) -> bool:
     """See :meth:`Model.warn_if_not_tile_exact`."""
     kinds = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.GroupNorm)
@@ -261,12 +386,3 @@ def warn_if_not_tile_exact(net: nn.Module) -> bool:
                        "results can differ from whole-image prediction (train with norm='batch' or None for "
                        "tile-exact results)", ", ".join(found))
     return bool(found)
-
-
-@functools.lru_cache(maxsize=2)
-def cached_model(path: str, device: str) -> Model:
-    """The model of ``path``, loaded once per process (workers call it per block) with no gradients."""
-    model = Model.load(path, device=device)
-    for p in model.net.parameters():
-        p.requires_grad_(False)
-    return model

@@ -14,7 +14,6 @@ Modes (from the model and the input): ``native`` (a 2D model on a 2D image, a
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
@@ -24,8 +23,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .._checks import check_choice, check_device, check_fraction, check_int, check_shape
+from .._checks import check_bool, check_choice, check_device, check_fraction, check_int, check_shape
 from ..model import Model, cached_model
+from ..model.ensemble import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,8 @@ class BlockJob:
     tta: bool
     device: str
     probabilities: bool
+    uncertainty: bool = False
+    sets: bool = False
 
     def __call__(self, index: int) -> int:
         from ..infer.blocks import block_region
@@ -67,7 +69,8 @@ class BlockJob:
         model = cached_model(self.model, self.device)
         x = self._read(outer, model)
         if self.slice_axis is None:
-            outputs = model.outputs(self._tiled(model, x, inner), probabilities=self.probabilities)
+            outputs = model.outputs(self._tiled(model, x, inner), probabilities=self.probabilities,
+                                    uncertainty=self.uncertainty, sets=self.sets)
         else:
             outputs = self._predict_slices(model, x, inner)
         BlockStore(self.output).write_block(index, region, outputs)
@@ -94,7 +97,8 @@ class BlockJob:
         from ..infer.tiled import predict_tiled_shrinking
 
         tiles = self.tile_shape or tuple(r.stop - r.start for r in region)
-        return predict_tiled_shrinking(model.predictor(tta=self.tta), torch.from_numpy(image), tile_shape=tiles,
+        predictor = model.predictor(tta=self.tta, uncertainty=self.uncertainty)
+        return predict_tiled_shrinking(predictor, torch.from_numpy(image), tile_shape=tiles,
                                        overlap=self.overlap, blend=self.blend, halo=self.net_halo,
                                        batch_size=self.batch_size, device=self.device, region=region).numpy()
 
@@ -113,7 +117,8 @@ class BlockJob:
             idx = np.where(idx >= slab.shape[1], 2 * (slab.shape[1] - 1) - idx, idx)
             window = slab[:, idx].reshape(-1, *slab.shape[2:])  # channel-major, as in training
             y = self._tiled(model, np.ascontiguousarray(window), plane)
-            per_slice.append(model.outputs(y, probabilities=self.probabilities))
+            per_slice.append(model.outputs(y, probabilities=self.probabilities, uncertainty=self.uncertainty,
+                                           sets=self.sets))
         return {name: _stack_along(a, [o[name] for o in per_slice], spatial_ndim=len(inner))
                 for name in per_slice[0]}
 
@@ -122,15 +127,6 @@ def _stack_along(axis: int, slices: list[np.ndarray], *, spatial_ndim: int) -> n
     """Stack per-slice arrays ``(*lead, H, W)`` into ``(*lead, *spatial)`` with the slices on spatial ``axis``."""
     lead = slices[0].ndim - (spatial_ndim - 1)
     return np.stack(slices, axis=lead + axis)
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes (a model file is small)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def even_block(size: int, largest: int, multiple: int = 1) -> int:
@@ -162,6 +158,9 @@ def plan_dict(job: BlockJob, model: Model, model_sha256: str) -> dict:
     plan = {k: v for k, v in asdict(job).items() if k in keep}
     plan.update(axis=job.slice_axis, context=job.context_slices, format=PLAN_FORMAT, model_sha256=model_sha256,
                 task=model.info.task, class_names=model.class_names)
+    for flag in ("uncertainty", "sets"):  # only when asked for, so that stores written before still match
+        if getattr(job, flag):
+            plan[flag] = True
     return plan
 
 
@@ -179,7 +178,8 @@ def predict_blocks(model, image, output, *, slice_axis: int | None = None, chann
                    overlap: float = 0.25, blend: str = "gaussian", batch_size: int = 1, tta: bool = False,
                    probabilities: bool = False, device: str = "cpu", scheduler=None,
                    blocks_in_flight: int | None = None, num_parts: int = 1, part_id: int = 0,
-                   overwrite: bool = False, progress: bool = False) -> dict:
+                   overwrite: bool = False, progress: bool = False, uncertainty: bool = False,
+                   sets: bool = False) -> dict:
     """Predict an image or volume block by block into a zarr store, with bounded memory.
 
     Parameters
@@ -219,6 +219,13 @@ def predict_blocks(model, image, output, *, slice_axis: int | None = None, chann
         Replace a store made with other settings.
     progress : bool
         Show a progress bar.
+    uncertainty : bool
+        Also write ``prob_mean``, ``prob_std``, ``entropy``, ``mutual_info`` (float16; for
+        regression ``prediction_std``): statistics over an ensemble's members, or over the
+        test-time transforms of a single model (``tta``).
+    sets : bool
+        Also write the conformal prediction sets of a calibrated model: ``sets`` (bitmask)
+        and ``set_size`` (uint8).
 
     Returns
     -------
@@ -240,11 +247,16 @@ def predict_blocks(model, image, output, *, slice_axis: int | None = None, chann
     net_model.warn_if_not_tile_exact()
     job = _plan_job(net_model, path, image, out, slice_axis=slice_axis, channel_axis=channel_axis,
                     block_shape=block_shape, tile_shape=tile_shape, overlap=overlap, blend=blend,
-                    batch_size=batch_size, tta=tta, device=device, probabilities=probabilities)
+                    batch_size=batch_size, tta=tta, device=device, probabilities=probabilities,
+                    uncertainty=uncertainty, sets=sets)
+    net_model.predictor(tta=job.tta, uncertainty=job.uncertainty)  # an impossible combination fails here
+    if job.sets:
+        net_model.conformal()
     total = math.prod(block_counts(job.shape, job.block_shape))
     mine = part_indices(total, num_parts, part_id)
     store = BlockStore.prepare(out, shape=job.shape, block_shape=job.block_shape,
-                               arrays=net_model.output_arrays(probabilities=probabilities),
+                               arrays=net_model.output_arrays(probabilities=probabilities,
+                                                              uncertainty=job.uncertainty, sets=job.sets),
                                plan=plan_dict(job, net_model, file_sha256(path)), overwrite=overwrite)
     finished = store.done()
     todo = [i for i in mine if i not in finished]
@@ -259,7 +271,7 @@ def predict_blocks(model, image, output, *, slice_axis: int | None = None, chann
 
 
 def _plan_job(model: Model, path: str, image: str, out: Path, *, slice_axis, channel_axis, block_shape, tile_shape,
-              overlap, blend, batch_size, tta, device, probabilities) -> BlockJob:
+              overlap, blend, batch_size, tta, device, probabilities, uncertainty=False, sets=False) -> BlockJob:
     """The checked job: the input's layout against the model, blocks, halos and tiling settings."""
     from ..data import open_image
     from ..infer.blend import BLENDS
@@ -282,8 +294,9 @@ def _plan_job(model: Model, path: str, image: str, out: Path, *, slice_axis, cha
         tile_shape=None if tile_shape is None else check_shape("tile_shape", tile_shape, ndim=dims,
                                                                what=f"(the model is {dims}D)"),
         overlap=check_fraction("overlap", overlap), blend=check_choice("blend", blend, BLENDS),
-        batch_size=check_int("batch_size", batch_size, minimum=1), tta=bool(tta), device=device,
-        probabilities=bool(probabilities))
+        batch_size=check_int("batch_size", batch_size, minimum=1), tta=check_bool("tta", tta), device=device,
+        probabilities=check_bool("probabilities", probabilities),
+        uncertainty=check_bool("uncertainty", uncertainty), sets=check_bool("sets", sets))
 
 
 def _refuse_whole_file_reader(source, image: str) -> None:

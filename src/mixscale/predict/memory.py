@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 def predict_array(model: Model, array: np.ndarray, *, device: str = "cpu", slice_axis: int | None = None,
                   batch_size: int = 1, probabilities: bool = False, channel_axis: int | None = None,
                   tile_shape: Sequence[int] | int | None = None, overlap: float = 0.25, blend: str = "gaussian",
-                  tta: bool = False) -> np.ndarray:
+                  tta: bool = False, uncertainty: bool = False, sets: bool = False):
     """Apply ``model`` to an array held in memory.
 
     Parameters
@@ -39,22 +39,28 @@ def predict_array(model: Model, array: np.ndarray, *, device: str = "cpu", slice
     blend : {"gaussian", "constant"}
     tta : bool
         Average over the 8 flips/rotations (2D) or axis flips (3D).
+    uncertainty : bool
+        Statistics over the members (of an ensemble, or the test-time transforms).
+    sets : bool
+        Conformal prediction sets (the model must be calibrated).
 
     Returns
     -------
-    ndarray
-        See :meth:`Model.finish`.
+    ndarray, or with ``uncertainty`` a dict of arrays
+        See :meth:`Model.finish` and :meth:`Model.outputs`.
     """
     from ..infer import predict_slices, predict_whole
 
     check_int("batch_size", batch_size, minimum=1)
     model.require(per_patch=False, use="predict")
+    if sets:
+        model.conformal()  # an uncalibrated model fails before any work
     if model.context_slices:
         raise ValueError("this is a 2.5D model (context slices as channels): predict block-wise, with an output "
                          "ending in .zarr (CLI: -o out.zarr --axis 0)")
     x = model.prepare(array, slice_axis=slice_axis, channel_axis=channel_axis)
     layout = model.layout(np.shape(array), slice_axis=slice_axis, channel_axis=channel_axis)
-    predictor = model.predictor(tta=tta)
+    predictor = model.predictor(tta=tta, uncertainty=uncertainty)
     if tile_shape is not None:
         model.warn_if_not_tile_exact()
         raw = _predict_tiles(predictor, x, slice_axis=layout.slice_axis, device=device, tile_shape=tile_shape,
@@ -63,7 +69,7 @@ def predict_array(model: Model, array: np.ndarray, *, device: str = "cpu", slice
         raw = predict_slices(predictor, x, slice_axis=layout.slice_axis, batch_size=batch_size, device=device)
     else:
         raw = predict_whole(predictor, x, device=device)
-    return model.finish(raw, probabilities=probabilities)
+    return model.finish(raw, probabilities=probabilities, uncertainty=uncertainty, sets=sets)
 
 
 def _predict_tiles(predictor, x: np.ndarray, *, slice_axis, device, tile_shape, overlap, blend,

@@ -1,98 +1,28 @@
 """Private helpers shared by the synthetic-data generators.
 
-Argument checks that raise clear errors, local windows on the pixel grid, and
-non-overlapping placement of objects described by a bounding sphere.
+The seed check, local windows on the pixel grid, and non-overlapping placement
+of objects described by a bounding sphere. Argument checks come from
+:mod:`mixscale._checks`.
 """
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
+
+from .._checks import not_allowed
 
 __all__: list[str] = []
 
 
-def check_int(name: str, value, *, minimum: int) -> int:
-    """Return ``value`` as ``int`` if it is an integer ``>= minimum``, else raise."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r} "
-                        f"of type {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def check_float(name: str, value, *, minimum: float = 0.0) -> float:
-    """Return ``value`` as a finite ``float >= minimum``, else raise."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number >= {minimum}, got {value!r} "
-                        f"of type {type(value).__name__}")
-    value = float(value)
-    if not np.isfinite(value) or value < minimum:
-        raise ValueError(f"{name} must be a finite number >= {minimum}, got {value!r}")
-    return value
-
-
-def check_shape(name: str, value, *, ndim: int, minimum: int = 1) -> tuple[int, ...]:
-    """Return a per-axis size tuple of length ``ndim`` with entries ``>= minimum``."""
-    try:
-        items = tuple(value)
-    except TypeError:
-        raise TypeError(f"{name} must be a tuple of {ndim} integers >= {minimum}, "
-                        f"got {value!r}") from None
-    if len(items) != ndim or any(isinstance(v, bool) or not isinstance(v, numbers.Integral)
-                                 for v in items):
-        raise ValueError(f"{name} must be a tuple of {ndim} integers >= {minimum}, "
-                         f"got {value!r}")
-    if any(v < minimum for v in items):
-        raise ValueError(f"{name} must be a tuple of {ndim} integers >= {minimum}, "
-                         f"got {value!r}")
-    return tuple(int(v) for v in items)
-
-
-def check_range(name: str, value, *, minimum: float, integer: bool = False,
-                maximum: float | None = None) -> tuple:
-    """Return a ``(low, high)`` pair with ``minimum <= low <= high (<= maximum)``."""
-    kind = "integers" if integer else "numbers"
-    allowed = f"a pair (low, high) of {kind} with {minimum} <= low <= high"
-    if maximum is not None:
-        allowed += f" <= {maximum}"
-    try:
-        low, high = value
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be {allowed}, got {value!r}") from None
-    wanted = numbers.Integral if integer else numbers.Real
-    for v in (low, high):
-        if isinstance(v, bool) or not isinstance(v, wanted) or not np.isfinite(v):
-            raise ValueError(f"{name} must be {allowed}, got {value!r}")
-    if not minimum <= low <= high or (maximum is not None and high > maximum):
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-    cast = int if integer else float
-    return cast(low), cast(high)
-
-
-def check_floats(name: str, value, *, n: int, allowed: str) -> tuple[float, ...]:
-    """Return ``value`` as a tuple of ``n`` finite floats, else raise."""
-    try:
-        items = tuple(float(v) for v in value)
-    except (TypeError, ValueError):
-        items = ()
-    if len(items) != n or not all(np.isfinite(items)):
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-    return items
-
-
 def make_rng(seed) -> np.random.Generator:
     """``np.random.default_rng(seed)`` with a clear error for unusable seeds."""
+    expected = "None, an integer >= 0 or a numpy Generator"
     if isinstance(seed, bool):
-        raise TypeError(f"seed must be None, a non-negative integer or a "
-                        f"numpy Generator, got {seed!r}")
+        raise not_allowed("seed", seed, expected, TypeError)
     try:
         return np.random.default_rng(seed)
     except (TypeError, ValueError) as err:
-        raise type(err)(f"seed must be None, a non-negative integer or a numpy "
-                        f"Generator, got {seed!r}") from None
+        raise not_allowed("seed", seed, expected, type(err)) from None
 
 
 def window(centre, radius: float, shape: tuple[int, ...]):

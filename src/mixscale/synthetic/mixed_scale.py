@@ -13,8 +13,8 @@ import logging
 
 import numpy as np
 
-from ._common import (add_noise, check_float, check_int, check_range, check_shape,
-                      make_rng, noise_generator, place_without_overlap, window)
+from .._checks import check_float, check_int, check_range, check_shape, not_allowed
+from ._common import add_noise, make_rng, noise_generator, place_without_overlap, window
 
 __all__ = ["MIXED_SCALE_CLASSES", "mixed_scale_shapes"]
 
@@ -139,10 +139,10 @@ def mixed_scale_shapes(n_images: int, *, image_shape=(128, 128), n_shapes=(6, 12
     large_radius = check_range("large_radius", large_radius, minimum=1,
                                maximum=min(image_shape) / 4)
     if small_radius[1] >= large_radius[0]:
-        raise ValueError(f"small_radius must end below the start of large_radius, "
-                         f"got small_radius={small_radius}, large_radius={large_radius}")
+        raise not_allowed("small_radius", small_radius,
+                          f"a range that ends below the start of large_radius={large_radius}")
     stripe_period = check_float("stripe_period", stripe_period, minimum=2.0)
-    noise_std = check_float("noise_std", noise_std)
+    noise_std = check_float("noise_std", noise_std, minimum=0)
     rng = make_rng(seed)
     noise_rng = noise_generator(rng)
     images = np.zeros((n_images, *image_shape), dtype=np.float32)

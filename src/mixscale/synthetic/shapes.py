@@ -13,8 +13,9 @@ import logging
 
 import numpy as np
 
-from ._common import (add_noise, check_float, check_floats, check_int, check_range,
-                      check_shape, make_rng, noise_generator, place_without_overlap, window)
+from .._checks import (check_bool, check_choice, check_float, check_floats, check_fraction, check_int,
+                       check_range, check_shape)
+from ._common import add_noise, make_rng, noise_generator, place_without_overlap, window
 
 __all__ = ["SHAPE_CLASSES", "draw_shape", "random_shapes"]
 
@@ -56,12 +57,6 @@ def _shape_mask(kind: str, dy, dx, size: float, angle: float, aspect: float,
     return mask
 
 
-def _check_kind(kind) -> str:
-    if kind not in _KINDS:
-        raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}")
-    return kind
-
-
 def draw_shape(kind: str, centre, size: float, *, angle: float = 0.0,
                image_shape=(128, 128), aspect: float = 1.0,
                inner_fraction: float = 0.5) -> np.ndarray:
@@ -98,17 +93,13 @@ def draw_shape(kind: str, centre, size: float, *, angle: float = 0.0,
     >>> abs(int(disk.sum()) - 314) < 20    # pi * 10**2
     True
     """
-    kind = _check_kind(kind)
+    kind = check_choice("kind", kind, _KINDS)
     image_shape = check_shape("image_shape", image_shape, ndim=2)
-    cy, cx = check_floats("centre", centre, n=2, allowed="a (y, x) pair of numbers")
-    size = check_float("size", size)
-    angle = check_float("angle", angle, minimum=-np.inf)
-    aspect = check_float("aspect", aspect)
-    if not 0 < aspect <= 1:
-        raise ValueError(f"aspect must lie in (0, 1], got {aspect!r}")
-    inner_fraction = check_float("inner_fraction", inner_fraction)
-    if not inner_fraction < 1:
-        raise ValueError(f"inner_fraction must lie in [0, 1), got {inner_fraction!r}")
+    cy, cx = check_floats("centre", centre, n=2, what="a (y, x) pair of finite numbers")
+    size = check_float("size", size, minimum=0)
+    angle = check_float("angle", angle)
+    aspect = check_float("aspect", aspect, minimum=0, maximum=1, open_minimum=True)
+    inner_fraction = check_fraction("inner_fraction", inner_fraction)
     mask = np.zeros(image_shape, dtype=bool)
     slices, (dy, dx) = window((cy, cx), _bounding_radius(kind, size, aspect), image_shape)
     mask[slices] = _shape_mask(kind, dy, dx, size, angle, aspect, inner_fraction)
@@ -194,10 +185,9 @@ def random_shapes(n_images: int, *, image_shape=(128, 128), n_shapes=(3, 8),
     n_shapes = check_range("n_shapes", n_shapes, minimum=0, integer=True)
     size_range = check_range("size_range", size_range, minimum=2,
                              maximum=min(image_shape) / 2)
-    noise_std = check_float("noise_std", noise_std)
-    intensity_range = check_range("intensity_range", intensity_range, minimum=-np.inf)
-    if not isinstance(overlap, (bool, np.bool_)):
-        raise TypeError(f"overlap must be a bool, got {overlap!r}")
+    noise_std = check_float("noise_std", noise_std, minimum=0)
+    intensity_range = check_range("intensity_range", intensity_range)
+    overlap = check_bool("overlap", overlap)
     rng = make_rng(seed)
     noise_rng = noise_generator(rng)
     images = np.zeros((n_images, *image_shape), dtype=np.float32)

@@ -10,8 +10,9 @@ import logging
 
 import numpy as np
 
-from ._common import (add_noise, check_float, check_floats, check_int, check_range,
-                      check_shape, make_rng, noise_generator, place_without_overlap, window)
+from .._checks import (check_choice, check_float, check_floats, check_fraction, check_int, check_range,
+                       check_shape, not_allowed)
+from ._common import add_noise, make_rng, noise_generator, place_without_overlap, window
 
 __all__ = ["SHAPE_CLASSES_3D", "draw_shape_3d", "random_rotation", "random_shapes_3d"]
 
@@ -86,22 +87,19 @@ def draw_shape_3d(kind: str, centre, size: float, *, volume_shape=(32, 48, 48),
     >>> abs(int(ball.sum()) - 905) < 60    # 4/3 pi 6**3
     True
     """
-    if kind not in _KINDS_3D:
-        raise ValueError(f"kind must be one of {_KINDS_3D}, got {kind!r}")
+    check_choice("kind", kind, _KINDS_3D)
     volume_shape = check_shape("volume_shape", volume_shape, ndim=3)
-    centre = check_floats("centre", centre, n=3, allowed="a (z, y, x) triple of numbers")
-    size = check_float("size", size)
+    centre = check_floats("centre", centre, n=3, what="a (z, y, x) triple of finite numbers")
+    size = check_float("size", size, minimum=0)
     allowed = "a pair of numbers in (0, 1]"
-    checked = check_floats("aspect", aspect, n=2, allowed=allowed)
+    checked = check_floats("aspect", aspect, n=2, what=allowed)
     if not all(0 < a <= 1 for a in checked):
-        raise ValueError(f"aspect must be {allowed}, got {aspect!r}")
+        raise not_allowed("aspect", aspect, allowed)
     aspect = checked
-    inner_fraction = check_float("inner_fraction", inner_fraction)
-    if not inner_fraction < 1:
-        raise ValueError(f"inner_fraction must lie in [0, 1), got {inner_fraction!r}")
+    inner_fraction = check_fraction("inner_fraction", inner_fraction)
     rot = np.eye(3) if rotation is None else np.asarray(rotation, dtype=float)
     if rot.shape != (3, 3) or not np.allclose(rot @ rot.T, np.eye(3), atol=1e-6):
-        raise ValueError(f"rotation must be None or an orthogonal 3x3 matrix, got {rotation!r}")
+        raise not_allowed("rotation", rotation, "None or an orthogonal 3x3 matrix")
     mask = np.zeros(volume_shape, dtype=bool)
     slices, offsets = window(centre, _bounding_radius_3d(kind, size, aspect), volume_shape)
     mask[slices] = _mask_3d(kind, offsets, size, rot, aspect, inner_fraction)
@@ -177,8 +175,8 @@ def random_shapes_3d(n_volumes: int, *, volume_shape=(32, 48, 48), n_shapes=(2, 
     n_shapes = check_range("n_shapes", n_shapes, minimum=0, integer=True)
     size_range = check_range("size_range", size_range, minimum=2,
                              maximum=min(volume_shape) / 2)
-    noise_std = check_float("noise_std", noise_std)
-    intensity_range = check_range("intensity_range", intensity_range, minimum=-np.inf)
+    noise_std = check_float("noise_std", noise_std, minimum=0)
+    intensity_range = check_range("intensity_range", intensity_range)
     rng = make_rng(seed)
     noise_rng = noise_generator(rng)
     volumes = np.zeros((n_volumes, *volume_shape), dtype=np.float32)

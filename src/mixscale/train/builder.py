@@ -112,6 +112,14 @@ def dry_run(module: MixscaleModule, data: TrainingData) -> None:
         module.training_loss(x[None], y[None])
 
 
+def training_hashes(config: TrainConfig) -> list[str]:
+    """SHA-256 of every training image array (so that calibration can refuse training images)."""
+    from ..data import array_sha256, read_image
+    from .settings import addresses
+
+    return [array_sha256(read_image(a)) for a in addresses(config.data.train_images)]
+
+
 def build_run(config: TrainConfig, *, resume: bool = False) -> TrainingRun:
     """Seed, read and check the data, build the network and module: a run ready for :func:`fit`.
 
@@ -129,7 +137,7 @@ def build_run(config: TrainConfig, *, resume: bool = False) -> TrainingRun:
     trainer["enable_progress_bar"] = t["progress_bar"]
     record = {"net_name": config.net.name, "task": get_task(config.task).model_task,
               "context_slices": config.data.context_slices, "slice_axis": config.data.slice_axis,
-              "train_config": config.model_dump(mode="json")}
+              "train_config": config.model_dump(mode="json"), "train_data_sha256": training_hashes(config)}
     return TrainingRun(run_dir=run_dir, resume=resume, data=data, module=module, trainer=trainer,
                        early_stopping_patience=t["early_stopping_patience"],
                        monitor_lr=config.schedule.name != "none", batch_size=config.data.batch_size,

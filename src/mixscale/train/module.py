@@ -6,10 +6,12 @@ import lightning as L
 import torch
 from torch import nn
 
+from .._checks import check_choice
 from ..metrics import confusion_summary
 from ..tasks import get_task
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+SCHEDULES = ("none", "cosine", "step", "plateau")
 
 
 class PatchLoss(nn.Module):
@@ -40,8 +42,7 @@ class PatchLoss(nn.Module):
 
 def build_optimizer(params, *, name: str, lr: float, weight_decay: float, momentum: float) -> torch.optim.Optimizer:
     """Adam, AdamW or SGD (with momentum) by name."""
-    if name not in OPTIMIZERS:
-        raise ValueError(f"optim.name={name!r} is not allowed; expected one of {list(OPTIMIZERS)}")
+    check_choice("optim.name", name, OPTIMIZERS)
     extra = {"momentum": momentum} if name == "sgd" else {}
     return OPTIMIZERS[name](params, lr=lr, weight_decay=weight_decay, **extra)
 
@@ -49,6 +50,7 @@ def build_optimizer(params, *, name: str, lr: float, weight_decay: float, moment
 def build_scheduler(optimizer, *, name: str, max_epochs: int, step_size: int, gamma: float, patience: int,
                     min_lr: float) -> dict | None:
     """A Lightning ``lr_scheduler`` dict for cosine, step or plateau schedules (``None`` for "none")."""
+    check_choice("schedule.name", name, SCHEDULES)
     sched = torch.optim.lr_scheduler
     if name == "none":
         return None
@@ -56,10 +58,8 @@ def build_scheduler(optimizer, *, name: str, max_epochs: int, step_size: int, ga
         return {"scheduler": sched.CosineAnnealingLR(optimizer, T_max=max_epochs, eta_min=min_lr)}
     if name == "step":
         return {"scheduler": sched.StepLR(optimizer, step_size=step_size, gamma=gamma)}
-    if name == "plateau":
-        plateau = sched.ReduceLROnPlateau(optimizer, factor=gamma, patience=patience, min_lr=min_lr)
-        return {"scheduler": plateau, "monitor": "val_loss"}
-    raise ValueError(f"schedule.name={name!r} is not allowed; expected none, cosine, step or plateau")
+    plateau = sched.ReduceLROnPlateau(optimizer, factor=gamma, patience=patience, min_lr=min_lr)
+    return {"scheduler": plateau, "monitor": "val_loss"}  # name == "plateau"
 
 
 class MixscaleModule(L.LightningModule):

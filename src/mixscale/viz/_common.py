@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from .._checks import check_int, not_allowed
+from .._files import atomic_path
 
 __all__: list[str] = []
 
@@ -32,18 +34,15 @@ def new_figure(width: float, height: float, *, layout: str | None = "constrained
 def check_out_path(out_path) -> Path:
     """Return ``out_path`` as a Path with a supported suffix, else raise."""
     if not isinstance(out_path, (str, os.PathLike)):
-        raise TypeError(f"out_path must be a str or os.PathLike, got {out_path!r} "
-                        f"of type {type(out_path).__name__}")
+        raise not_allowed("out_path", out_path, "a str or os.PathLike", TypeError)
     path = Path(out_path)
     if path.suffix.lower() not in _FORMATS:
-        raise ValueError(f"out_path must end in one of {sorted(_FORMATS)}, got {str(path)!r}")
+        raise not_allowed("out_path", str(path), f"a path ending in one of {sorted(_FORMATS)}")
     return path
 
 
 def check_dpi(dpi) -> int:
-    if isinstance(dpi, bool) or not isinstance(dpi, int) or not 10 <= dpi <= 1200:
-        raise ValueError(f"dpi must be an integer in [10, 1200], got {dpi!r}")
-    return dpi
+    return check_int("dpi", dpi, minimum=10, maximum=1200)
 
 
 def save_figure(fig: Figure, out_path, *, dpi: int = 100) -> Path:
@@ -55,14 +54,7 @@ def save_figure(fig: Figure, out_path, *, dpi: int = 100) -> Path:
     """
     path = check_out_path(out_path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            fig.savefig(handle, format=_FORMATS[path.suffix.lower()], dpi=dpi)
-        os.chmod(tmp, 0o644)  # mkstemp makes files private; a figure is not
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=_FORMATS[path.suffix.lower()], dpi=dpi)
     logger.debug("wrote figure %s", path)
     return path

@@ -17,6 +17,7 @@ from matplotlib import colormaps
 from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.lines import Line2D
 
+from .._checks import check_floats, not_allowed
 from ._common import check_dpi, check_out_path, new_figure, save_figure
 
 __all__ = ["graph_depths", "plot_adjacency", "plot_graph"]
@@ -76,12 +77,10 @@ def graph_depths(edges: np.ndarray, n_nodes: int) -> np.ndarray:
 def _check_size(size) -> tuple[float, float] | None:
     if size is None:
         return None
-    try:
-        w, h = (float(v) for v in size)
-    except (TypeError, ValueError):
-        raise ValueError(f"size must be (width, height) in inches, got {size!r}") from None
+    expected = "(width, height) in inches, each in (0, 100]"
+    w, h = check_floats("size", size, n=2, what=expected)
     if not (0 < w <= 100 and 0 < h <= 100):
-        raise ValueError(f"size must be (width, height) in (0, 100] inches, got {size!r}")
+        raise not_allowed("size", size, expected)
     return w, h
 
 

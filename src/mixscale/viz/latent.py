@@ -9,12 +9,12 @@ looks like.
 from __future__ import annotations
 
 import logging
-import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .._checks import check_choice, check_int, check_shape
 from ._common import check_dpi, check_out_path, new_figure, save_figure
 from .panels import class_colors
 
@@ -93,10 +93,8 @@ def embed_2d(latents, *, method: str = "auto", seed: int = 0) -> tuple[np.ndarra
     points = _check_points(latents, "latents")
     if points.shape[1] < 2:
         raise ValueError(f"latents must have at least 2 dimensions to embed in 2D, got shape {points.shape}")
-    if method not in METHODS:
-        raise ValueError(f"method={method!r} is not allowed; expected one of {list(METHODS)}")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed={seed!r} is not allowed; expected an integer >= 0")
+    check_choice("method", method, METHODS)
+    seed = check_int("seed", seed, minimum=0)
     if method == "umap" and not _umap_available():
         raise ImportError("method='umap' needs the umap-learn package (pip install umap-learn); "
                           "use method='pca' or 'auto'")
@@ -148,10 +146,7 @@ def _bin_of(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
 
 
 def _check_bins(bins) -> tuple[int, int]:
-    pair = (bins, bins) if isinstance(bins, numbers.Integral) else tuple(bins) if hasattr(bins, "__len__") else ()
-    if len(pair) != 2 or any(isinstance(b, bool) or not isinstance(b, numbers.Integral) or b < 1 for b in pair):
-        raise ValueError(f"bins={bins!r} is not allowed; expected an integer >= 1 or a pair (x_bins, y_bins)")
-    return int(pair[0]), int(pair[1])
+    return check_shape("bins", bins, ndim=2, what="(x_bins, y_bins), or one integer for both")
 
 
 def _check_images(images, n: int) -> np.ndarray:
@@ -194,8 +189,7 @@ def latent_image_grid(embedding, images, *, bins=8, mode: str = "mean") -> Laten
     """
     points = _check_points(embedding, "embedding", dims=2)
     stack = _check_images(images, points.shape[0])
-    if mode not in MODES:
-        raise ValueError(f"mode={mode!r} is not allowed; expected one of {list(MODES)}")
+    check_choice("mode", mode, MODES)
     bx, by = _check_bins(bins)
     x_edges, y_edges = _edges(points[:, 0], bx), _edges(points[:, 1], by)
     ix, iy = _bin_of(points[:, 0], x_edges), _bin_of(points[:, 1], y_edges)

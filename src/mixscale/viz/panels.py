@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import numbers
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ from matplotlib import colormaps
 from matplotlib.colors import hsv_to_rgb
 from matplotlib.patches import Patch
 
+from .._checks import check_int
 from ._common import check_dpi, check_out_path, new_figure, save_figure
 
 __all__ = ["IGNORE_COLOR", "class_colors", "label_to_rgba", "plot_prediction_panel"]
@@ -43,9 +43,7 @@ def class_colors(num_classes: int) -> np.ndarray:
     >>> bool((class_colors(3) == class_colors(12)[:3]).all())
     True
     """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) \
-            or num_classes < 1:
-        raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
+    num_classes = check_int("num_classes", num_classes, minimum=1)
     tab10 = [c for i, c in enumerate(colormaps["tab10"].colors) if i != 7]
     tab20_light = [c for i, c in enumerate(colormaps["tab20"].colors) if i % 2 and i != 15]
     table = [(0.0, 0.0, 0.0), *tab10, *tab20_light]
@@ -84,7 +82,7 @@ def label_to_rgba(labels, *, num_classes: int | None = None, ignore_index: int =
     >>> label_to_rgba([[0, 1, -1]])[0, :, 3].tolist()
     [1.0, 1.0, 0.0]
     """
-    ignore_index = _check_ignore_index(ignore_index)
+    ignore_index = check_int("ignore_index", ignore_index)
     labels = np.asarray(labels)
     if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
         raise TypeError(f"labels must be an integer array, got dtype {labels.dtype}")
@@ -98,12 +96,6 @@ def label_to_rgba(labels, *, num_classes: int | None = None, ignore_index: int =
     rgba[known, :3] = colors[labels[known].astype(np.int64)]
     rgba[known, 3] = 1.0
     return rgba
-
-
-def _check_ignore_index(ignore_index) -> int:
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
-        raise TypeError(f"ignore_index must be an integer, got {ignore_index!r}")
-    return int(ignore_index)
 
 
 def _as_samples(name: str, value) -> list[np.ndarray]:
@@ -170,9 +162,8 @@ def _class_count(targets, preds, num_classes, ignore_index, class_names) -> int:
             highest = [int(a[a != ignore_index].max()) for a in (*targets, *preds)
                        if (a != ignore_index).any()]
             num_classes = max(highest, default=0) + 1
-    elif isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) \
-            or num_classes < 1:
-        raise ValueError(f"num_classes must be None or an integer >= 1, got {num_classes!r}")
+    else:
+        num_classes = check_int("num_classes", num_classes, minimum=1)
     if class_names is not None and len(class_names) != num_classes:
         raise ValueError(f"class_names must have num_classes={num_classes} entries, "
                          f"got {len(class_names)}")
@@ -272,7 +263,7 @@ def plot_prediction_panel(image, target, pred, out_path, *,
     """
     check_out_path(out_path)
     dpi = check_dpi(dpi)
-    ignore_index = _check_ignore_index(ignore_index)
+    ignore_index = check_int("ignore_index", ignore_index)
     images, targets, preds = _check_inputs(image, target, pred, titles)
     task = _task(targets, preds)
     if task == "segmentation":

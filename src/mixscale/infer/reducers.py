@@ -31,11 +31,12 @@ class MemberStatistics:
     """Running mean, spread, predictive entropy and mutual information of member outputs.
 
     ``update(x)`` takes one member's output ``(K, *spatial)`` (class probabilities, or
-    a regression output). Accumulation is in float64 unless ``dtype`` says otherwise.
+    a regression output), or ``(B, K, *spatial)`` with ``class_dim=1``. Accumulation is
+    in float64 unless ``dtype`` says otherwise.
     """
 
-    def __init__(self, *, dtype: torch.dtype = torch.float64) -> None:
-        self.dtype, self.count = dtype, 0
+    def __init__(self, *, dtype: torch.dtype = torch.float64, class_dim: int = 0) -> None:
+        self.dtype, self.count, self.class_dim = dtype, 0, class_dim
         self.mean: torch.Tensor | None = None
         self._m2: torch.Tensor | None = None
         self._mean_entropy: torch.Tensor | None = None
@@ -46,7 +47,7 @@ class MemberStatistics:
         self.count += 1
         if self.mean is None:
             self.mean, self._m2 = x.clone(), torch.zeros_like(x)
-            self._mean_entropy = entropy(x) if probabilities else None
+            self._mean_entropy = entropy(x, dim=self.class_dim) if probabilities else None
             return
         if x.shape != self.mean.shape:
             raise ValueError(f"member output of shape {tuple(x.shape)} differs from the first, "
@@ -55,7 +56,7 @@ class MemberStatistics:
         self.mean += delta / self.count
         self._m2 += delta * (x - self.mean)
         if self._mean_entropy is not None:
-            self._mean_entropy += (entropy(x) - self._mean_entropy) / self.count
+            self._mean_entropy += (entropy(x, dim=self.class_dim) - self._mean_entropy) / self.count
 
     def _need(self, what: str, members: int = 1) -> None:
         if self.count < members:
@@ -71,7 +72,7 @@ class MemberStatistics:
     def entropy(self) -> torch.Tensor:
         """Predictive entropy ``H(mean p)``, ``(*spatial)``: total uncertainty."""
         self._need("entropy")
-        return entropy(self.mean)
+        return entropy(self.mean, dim=self.class_dim)
 
     def mutual_information(self) -> torch.Tensor:
         """``H(mean p) - mean H(p_m)``, ``(*spatial)``: the members' disagreement (epistemic part), >= 0."""

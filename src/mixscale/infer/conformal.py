@@ -161,14 +161,23 @@ def prediction_sets(probs, threshold, *, score: str = "lac", **score_options) ->
     return scores <= q
 
 
-def set_bitmask(sets: torch.Tensor) -> torch.Tensor:
-    """``(K, *spatial)`` bool -> ``(*spatial)`` bitmask (bit ``y`` set when ``y`` is in the set):
-    uint8 up to 8 classes, int16-stored uint16 bits up to 16 (read with ``.view(torch.uint16)``
-    where supported), int32 above."""
+def set_bitmask(sets) -> "np.ndarray":
+    """``(K, *spatial)`` bool -> ``(*spatial)`` NumPy bitmask (bit ``y`` set when ``y`` is in the set):
+    uint8 up to 8 classes, uint16 up to 16, uint32 up to 32."""
+    import numpy as np
+
+    sets = torch.as_tensor(sets)
     k = sets.shape[0]
-    dtype = torch.uint8 if k <= 8 else (torch.int16 if k <= 16 else torch.int32)
+    if k > 32:
+        raise ValueError(f"a set bitmask holds at most 32 classes, got {k}")
+    dtype = np.uint8 if k <= 8 else (np.uint16 if k <= 16 else np.uint32)
     weights = (2 ** torch.arange(k, dtype=torch.int64)).view(-1, *(1,) * (sets.ndim - 1))
-    return (sets.to(torch.int64) * weights).sum(0).to(dtype)
+    return (sets.to(torch.int64) * weights).sum(0).numpy().astype(dtype)
+
+
+def bitmask_dtype(classes: int) -> str:
+    """The dtype name :func:`set_bitmask` gives for ``classes`` classes."""
+    return "uint8" if classes <= 8 else ("uint16" if classes <= 16 else "uint32")
 
 
 def class_conditional_quantiles(scores, labels, *, num_classes: int, alpha: float,

@@ -1,0 +1,223 @@
+"""An ensemble: several trained models of one task as one file and one :class:`Model`.
+
+Members may have any architectures; they must agree on the task, the classes, the
+image channels, the spatial dims and the 2.5D context. Each keeps its own
+normalisation (input and target), applied inside the ensemble's predictor, so the
+ensemble takes the raw image like a single model's :meth:`Model.prepare` would.
+
+The file is a safetensors file like a model file: the members' tensors under
+``m{i}.`` prefixes and a JSON manifest (each member's metadata and the SHA-256 of
+the file it came from). Loading parses JSON and raw tensors only; nothing is
+unpickled.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from torch import nn
+
+from .file import build_net, header_metadata, info_from_dict, read_model_info
+from .model import Model, member_statistics_predictor, writable_float32
+
+logger = logging.getLogger(__name__)
+
+ENSEMBLE_KEY = "mixscale_ensemble"
+ENSEMBLE_VERSION = 1
+#: the facts every member must share, as (name, how to read it from a ModelInfo)
+_SHARED = (("task", lambda i: i.task), ("class_names", lambda i: i.class_names),
+           ("image channels", lambda i: i.in_channels // (2 * i.context_slices + 1)),
+           ("out_channels", lambda i: i.out_channels), ("spatial_dims", lambda i: i.spatial_dims),
+           ("context_slices", lambda i: i.context_slices))
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def is_ensemble_file(path: str | os.PathLike) -> bool:
+    """True for a file written by :func:`save_ensemble` (reads the JSON header only)."""
+    return ENSEMBLE_KEY in header_metadata(path)
+
+
+def check_members(infos: Sequence, names: Sequence[str]) -> None:
+    """Every member agrees with the first on :data:`_SHARED`; the error names the member and both values."""
+    if len(infos) < 2:
+        raise ValueError(f"an ensemble needs at least 2 members, got {len(infos)}")
+    for info, name in zip(infos[1:], names[1:]):
+        for fact, read in _SHARED:
+            if read(info) != read(infos[0]):
+                raise ValueError(f"member {name} has {fact}={read(info)!r} but member {names[0]} has "
+                                 f"{read(infos[0])!r}; ensemble members must agree on {fact}")
+
+
+def save_ensemble(path: str | os.PathLike, members: Sequence[str | os.PathLike]) -> Path:
+    """Combine model files into one ensemble file (written atomically).
+
+    Parameters
+    ----------
+    path : path-like
+        The ensemble file, conventionally ``*.safetensors``.
+    members : sequence of path-like
+        Model files (single models) of one task, classes, channels and spatial dims.
+    """
+    from safetensors.torch import load_file, save_file
+
+    from ..data import atomic_path
+
+    names = [str(m) for m in members]
+    for name in names:
+        if is_ensemble_file(name):
+            raise ValueError(f"member {name} is itself an ensemble; give its member model files")
+    infos = [read_model_info(m) for m in names]
+    check_members(infos, names)
+    tensors, manifest = {}, []
+    for i, (name, info) in enumerate(zip(names, infos)):
+        for key, value in load_file(name, device="cpu").items():
+            tensors[f"m{i}.{key}"] = value.contiguous()
+        manifest.append({"info": info.__dict__, "sha256": file_sha256(name), "source": os.path.basename(name)})
+    meta = {ENSEMBLE_KEY: json.dumps({"format_version": ENSEMBLE_VERSION, "members": manifest}, allow_nan=True)}
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+    logger.info("ensemble of %d members written to %s", len(names), path)
+    return path
+
+
+def read_manifest(path: str | os.PathLike) -> dict:
+    """The ensemble's JSON manifest: ``format_version`` and ``members`` (info, sha256, source)."""
+    meta = header_metadata(path)
+    if ENSEMBLE_KEY not in meta:
+        raise ValueError(f"{path} is not a mixscale ensemble file")
+    manifest = json.loads(meta[ENSEMBLE_KEY])
+    if manifest.get("format_version") != ENSEMBLE_VERSION:
+        raise ValueError(f"{path} has ensemble format_version={manifest.get('format_version')!r}; this mixscale "
+                         f"reads version {ENSEMBLE_VERSION}: upgrade mixscale")
+    return manifest
+
+
+class Ensemble(Model):
+    """Members that predict together: mean probability (or mean output), and their spread.
+
+    Parameters
+    ----------
+    members : list of Model
+    source : str, optional
+    """
+
+    def __init__(self, members: list[Model], *, source: str | None = None, calibration: dict | None = None) -> None:
+        check_members([m.info for m in members], [m.source or f"#{i}" for i, m in enumerate(members)])
+        super().__init__(nn.ModuleList([m.net for m in members]), members[0].info, source=source)
+        self.members, self._calibration = members, calibration or {}
+
+    @property
+    def calibration(self) -> dict:
+        return self._calibration
+
+    def logit_functions(self) -> list[Callable]:
+        """Each member's raw logits on the raw input (its own normalisation first)."""
+        return [_normalized(m, logits=True) for m in self.members]
+
+    @classmethod
+    def load(cls, path, *, device: str = "cpu") -> Ensemble:
+        """Read an ensemble file (never unpickles) and build every member on ``device``."""
+        from safetensors.torch import load_file
+
+        manifest = read_manifest(path)
+        state = load_file(str(path), device="cpu")
+        members = []
+        for i, entry in enumerate(manifest["members"]):
+            info = info_from_dict(entry["info"], f"{path} (member {i})")
+            prefix = f"m{i}."
+            own = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            net = build_net(info, own, source=f"{path} (member {i})").to(device).eval()
+            members.append(Model(net, info, source=f"{path}#{i}"))
+        return cls(members, source=str(path), calibration=manifest.get("calibration"))
+
+    @property
+    def halo(self) -> int:
+        return max(m.halo for m in self.members)
+
+    def normalize(self, x: np.ndarray, *, check_finite: bool = True) -> np.ndarray:
+        """Only checked and made float32: each member applies its own normalisation."""
+        if check_finite and not np.isfinite(x).all():
+            raise ValueError("input image contains NaN or infinite values")
+        return writable_float32(x)
+
+    def predictor(self, *, tta: bool = False, uncertainty: bool = False) -> Callable:
+        """Mean probability (class tasks) or mean output in target units over the members (and the
+        test-time transforms with ``tta``); with ``uncertainty`` the statistics of :meth:`Model.outputs`."""
+        members = [_normalized(m, temperature=self.temperature) for m in self.members]
+        stats = member_statistics_predictor(members, tta=tta, classes=self.task.classes)
+        if uncertainty:
+            return stats
+        k = self.out_channels
+        return lambda batch: stats(batch)[:, :k]
+
+    def _final_units(self, uncertainty: bool) -> bool:
+        return True  # members de-normalise their own outputs
+
+
+def _normalized(member: Model, *, temperature: float = 1.0, logits: bool = False) -> Callable:
+    """A member's output (or raw logits) on the raw input: its own input normalisation first."""
+    norm = member.info.normalization
+
+    def run(batch):
+        import torch
+
+        if norm:
+            shape = (1, -1) + (1,) * (batch.ndim - 2)
+            mean = torch.tensor(norm["mean"], dtype=batch.dtype, device=batch.device).view(shape)
+            std = torch.tensor(norm["std"], dtype=batch.dtype, device=batch.device).view(shape)
+            batch = (batch - mean) / std
+        return member.net(batch) if logits else member._member_output(batch, temperature=temperature)
+
+    return run
+
+
+def write_calibrated(source, output, calibration: dict) -> Path:
+    """Copy the model or ensemble file ``source`` to ``output`` with ``calibration`` recorded (atomically)."""
+    from safetensors.torch import load_file, save_file
+
+    from ..data import atomic_path
+    from .file import METADATA_KEY
+
+    tensors = load_file(str(source), device="cpu")
+    if is_ensemble_file(source):
+        manifest = {**read_manifest(source), "calibration": calibration}
+        meta = {ENSEMBLE_KEY: json.dumps(manifest, allow_nan=True)}
+    else:
+        info = read_model_info(source)
+        info.calibration = calibration
+        meta = {METADATA_KEY: json.dumps(info.__dict__, allow_nan=True)}
+    output = Path(output)
+    with atomic_path(output) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+    return output
+
+
+def open_model(path, *, device: str = "cpu") -> Model:
+    """A model file or an ensemble file, as the :class:`Model` every prediction runs."""
+    return Ensemble.load(path, device=device) if is_ensemble_file(path) else Model.load(path, device=device)
+
+
+@functools.lru_cache(maxsize=2)
+def cached_model(path: str, device: str) -> Model:
+    """The model (or ensemble) of ``path``, loaded once per process (workers call it per block),
+    with no gradients."""
+    model = open_model(path, device=device)
+    for p in model.net.parameters():
+        p.requires_grad_(False)
+    return model
