@@ -46,7 +46,54 @@ def train(config, *, overrides: Sequence[str] = (), resume: bool = False, callba
     """
     from .train import build_run, fit
 
-    return fit(build_run(_train_config(config, overrides), resume=resume), callbacks=callbacks)
+    cfg = _train_config(config, overrides)
+    if cfg.ensemble.members > 1:
+        return _train_members(cfg, resume=resume, callbacks=callbacks)
+    return fit(build_run(cfg, resume=resume), callbacks=callbacks)
+
+
+def _member_config(cfg, index: int):
+    """Member ``index`` of an ensemble run: its own seed and run directory (and graph, for random nets)."""
+    from .nets import net_defaults
+
+    raw = cfg.model_dump(mode="json")
+    raw["seed"] = cfg.seed + index
+    raw["run_dir"] = str(Path(cfg.run_dir) / f"member_{index}")
+    raw["ensemble"] = {"members": 1}
+    if "seed" in net_defaults(cfg.net.name):  # smsnet, random_unet: the seed draws the architecture
+        raw["net"]["seed"] = int(raw["net"].get("seed", 0)) + index
+    return type(cfg).model_validate(raw)
+
+
+def _train_members(cfg, *, resume: bool, callbacks: Sequence):
+    """Train ``cfg.ensemble.members`` members, each a normal resumable run, then write the ensemble file.
+
+    With ``resume``, finished members (with a model file) are kept, an interrupted one resumes from its
+    last checkpoint, and the others start.
+    """
+    from .model import save_ensemble
+    from .train import RunResult, build_run, fit
+
+    run_dir = Path(cfg.run_dir)
+    if not resume and run_dir.exists() and any(run_dir.iterdir()):
+        raise FileExistsError(f"run directory {run_dir} exists and is not empty; choose another run_dir "
+                              "or pass --resume to continue it")
+    results, epochs = [], []
+    for i in range(cfg.ensemble.members):
+        member = _member_config(cfg, i)
+        done = Path(member.run_dir) / "model.safetensors"
+        if resume and done.is_file():
+            logger.info("member %d: already trained (%s)", i, done)
+            results.append(done)
+            continue
+        again = resume and (Path(member.run_dir) / "checkpoints" / "last.ckpt").is_file()
+        logger.info("member %d of %d: seed %d, %s", i + 1, cfg.ensemble.members, member.seed, member.run_dir)
+        run = fit(build_run(member, resume=again), callbacks=callbacks)
+        results.append(run.model_path)
+        epochs.append(run.epochs)
+    path = save_ensemble(run_dir / "ensemble.safetensors", results)
+    return RunResult(run_dir, path, None, Path(cfg.run_dir) / "member_0" / "checkpoints" / "last.ckpt",
+                     Path(cfg.run_dir) / "member_0" / "logs" / "metrics.csv", None, min(epochs, default=0))
 
 
 def _train_config(config, overrides: Sequence[str]):

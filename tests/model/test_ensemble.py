@@ -122,3 +122,41 @@ def test_info_and_the_cli_take_ensembles(tmp_path, members, image, capsys):
     group = zarr.open_group(str(tmp_path / "u.zarr"), mode="r")
     assert {"labels", "prob_mean", "prob_std", "entropy", "mutual_info"} <= set(group.array_keys())
     assert main(["predict", str(out), str(src), "-o", str(tmp_path / "u.tif"), "--uncertainty"]) == 2
+
+
+def test_train_members_gives_an_ensemble_of_resumable_runs(tiny_config, tiny_dataset, tmp_path):
+    from mixscale.model import read_manifest
+
+    tiny_config["trainer"]["max_epochs"] = 1
+    result = api.train(tiny_config, overrides=["ensemble.members=3"])
+    run = tmp_path / "run"
+    assert result.model_path == run / "ensemble.safetensors"
+    manifest = read_manifest(result.model_path)
+    seeds = [m["info"]["train_config"]["seed"] for m in manifest["members"]]
+    assert seeds == [0, 1, 2] and all((run / f"member_{i}" / "model.safetensors").is_file() for i in range(3))
+    import hashlib
+
+    digests = {m["sha256"] for m in manifest["members"]}
+    assert len(digests) == 3  # different seeds, different members
+    assert hashlib.sha256((run / "member_1" / "model.safetensors").read_bytes()).hexdigest() in digests
+    # a rerun resumes: finished members are kept as they are, the ensemble file is written again
+    before = (run / "member_0" / "model.safetensors").stat().st_mtime_ns
+    (run / "ensemble.safetensors").unlink()
+    api.train(tiny_config, overrides=["ensemble.members=3"], resume=True)
+    assert (run / "member_0" / "model.safetensors").stat().st_mtime_ns == before
+    assert (run / "ensemble.safetensors").is_file()
+    with pytest.raises(FileExistsError, match="not empty"):
+        api.train(tiny_config, overrides=["ensemble.members=3"])
+    labels = api.predict(result.model_path, tiny_dataset["val_images"], slice_axis=0)
+    assert labels.dtype == np.uint8
+
+
+def test_members_of_random_nets_draw_their_own_graphs(tiny_config):
+    from mixscale.api import _member_config, _train_config
+
+    tiny_config["net"] = {"name": "smsnet", "seed": 5}
+    cfg = _train_config(tiny_config, ["ensemble.members=2"])
+    first, second = _member_config(cfg, 0), _member_config(cfg, 1)
+    assert (first.net.kwargs()["seed"], second.net.kwargs()["seed"]) == (5, 6)
+    assert (first.seed, second.seed, second.ensemble.members) == (0, 1, 1)
+    assert second.run_dir.endswith("member_1")

@@ -21,6 +21,8 @@ def _add_train(sub) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.SUB=VALUE",
                    help="override a config value (repeatable), e.g. --set trainer.max_epochs=5")
     p.add_argument("--resume", action="store_true", help="continue the run in run_dir from its last checkpoint")
+    p.add_argument("--members", type=int, default=None, metavar="N",
+                   help="train N ensemble members (seeds differ) and write run_dir/ensemble.safetensors")
 
 
 def _add_predict(sub) -> None:
@@ -149,9 +151,13 @@ def _cmd_train(args) -> None:
     from mixscale import api
 
     t0 = time.perf_counter()
-    result = api.train(args.config, overrides=args.overrides, resume=args.resume)
-    print(f"trained {result.epochs} epochs in {time.perf_counter() - t0:.1f} s; best val_loss "
-          f"{result.best_val_loss if result.best_val_loss is not None else float('nan'):.4f}")
+    overrides = args.overrides + ([f"ensemble.members={args.members}"] if args.members is not None else [])
+    result = api.train(args.config, overrides=overrides, resume=args.resume)
+    if args.members and args.members > 1:
+        print(f"trained {args.members} ensemble members in {time.perf_counter() - t0:.1f} s")
+    else:
+        print(f"trained {result.epochs} epochs in {time.perf_counter() - t0:.1f} s; best val_loss "
+              f"{result.best_val_loss if result.best_val_loss is not None else float('nan'):.4f}")
     print(f"run directory: {result.run_dir}\nmodel file:    {result.model_path}")
 
 

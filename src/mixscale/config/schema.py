@@ -129,6 +129,12 @@ class TrainerConfig(_Strict):
     progress_bar: bool = True
 
 
+class EnsembleConfig(_Strict):
+    """Train several members and combine them into one ensemble file (``run_dir/ensemble.safetensors``)."""
+
+    members: int = Field(1, ge=1)  # 1: a single model; N: members differing by seed (and graph for smsnet/random_unet)
+
+
 class TrainConfig(_Strict):
     """A whole training run."""
 
@@ -142,6 +148,7 @@ class TrainConfig(_Strict):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig)
 
     @field_validator("version", mode="before")
     @classmethod
