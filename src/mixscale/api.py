@@ -351,7 +351,11 @@ def evaluate(pred, target, *, num_classes: int | None = None, ignore_index: int 
     Parameters
     ----------
     pred, target : str, Path or ndarray
-        Label maps (segmentation) or images (regression) of one shape.
+        Label maps (segmentation) or images (regression) of one shape. For
+        segmentation ``pred`` may also be class probabilities ``(K, *target.shape)``
+        (``predict --probabilities``): the labels are their argmax, and the report adds
+        ``calibration`` (ECE, MCE, Brier, NLL, AUROC/AURC of the uncertainty against
+        the pixel error; :func:`mixscale.metrics.calibration.calibration_report`).
     num_classes : int, optional
         Inferred from the data when omitted (segmentation).
     label_convention : {"dense", "scribble"}
@@ -371,6 +375,12 @@ def evaluate(pred, target, *, num_classes: int | None = None, ignore_index: int 
     check_choice("task", task, ("segmentation", "regression"))
     check_choice("label_convention", label_convention, ("dense", "scribble"))
     p, t = _read_array(pred), _read_array(target)
+    probs = None
+    if task == "segmentation" and np.issubdtype(p.dtype, np.floating) and p.ndim == t.ndim + 1:
+        probs, p = p, p.argmax(0)
+        num_classes = probs.shape[0] if num_classes is None else num_classes
+        if probs.shape[0] != num_classes:
+            raise ValueError(f"pred holds {probs.shape[0]} class probabilities but num_classes={num_classes}")
     if p.shape != t.shape:
         raise ValueError(f"pred has shape {p.shape} but target has shape {t.shape}; they must match")
     if task == "regression":
@@ -387,6 +397,10 @@ def evaluate(pred, target, *, num_classes: int | None = None, ignore_index: int 
         t = prepare_labels(t, num_classes=num_classes, convention=label_convention, ignore_index=ignore_index)
         report = segmentation_report(p.astype(np.int64), t, num_classes=num_classes, ignore_index=ignore_index,
                                      class_names=list(class_names) if class_names else None)
+        if probs is not None:
+            from .metrics.calibration import calibration_report
+
+            report["calibration"] = calibration_report(probs, t, ignore_index=ignore_index)
     if out is not None:
         write_metrics(report, out)
     return report

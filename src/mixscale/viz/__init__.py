@@ -8,6 +8,7 @@ from .curves import plot_training_curves, read_metrics
 from .graph import plot_adjacency, plot_graph
 from .latent import LatentGrid, embed_2d, latent_image_grid, plot_latent_image_map, plot_latent_scatter
 from .panels import IGNORE_COLOR, class_colors, label_to_rgba, plot_prediction_panel
+from .uncertainty import plot_reliability_diagram, plot_uncertainty_panel
 
 __all__ = [
     "IGNORE_COLOR",
@@ -22,6 +23,8 @@ __all__ = [
     "plot_latent_image_map",
     "plot_latent_scatter",
     "plot_prediction_panel",
+    "plot_reliability_diagram",
     "plot_training_curves",
+    "plot_uncertainty_panel",
     "read_metrics",
 ]
