@@ -182,7 +182,9 @@ def _normalized(member: Model, *, temperature: float = 1.0, logits: bool = False
             mean = torch.tensor(norm["mean"], dtype=batch.dtype, device=batch.device).view(shape)
             std = torch.tensor(norm["std"], dtype=batch.dtype, device=batch.device).view(shape)
             batch = (batch - mean) / std
-        return member.net(batch) if logits else member._member_output(batch, temperature=temperature)
+        out = member.net(batch) if logits else member._member_output(batch, temperature=temperature)
+        release_scratch(member.net)  # a member's kept buffers would otherwise stay resident for every member
+        return out
 
     return run
 
@@ -206,6 +208,13 @@ def write_calibrated(source, output, calibration: dict) -> Path:
     with atomic_path(output) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
     return output
+
+
+def release_scratch(net: nn.Module) -> None:
+    """Let go of the map buffers networks keep between calls (the lean MS-D's scratch pool)."""
+    for module in net.modules():
+        if hasattr(module, "release_scratch"):
+            module.release_scratch()
 
 
 def open_model(path, *, device: str = "cpu") -> Model:

@@ -8,6 +8,7 @@ from torch import nn
 
 from .._checks import check_choice
 from ..metrics import confusion_summary
+from ..model.ensemble import release_scratch
 from ..tasks import get_task
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
@@ -156,9 +157,7 @@ class MixscaleModule(L.LightningModule):
 
     def on_fit_end(self) -> None:
         # the lean MS-D keeps its map buffers between steps; training is over, let them go
-        for module in self.net.modules():
-            if hasattr(module, "release_scratch"):
-                module.release_scratch()
+        release_scratch(self.net)
 
     def configure_optimizers(self):
         opt = build_optimizer(self.net.parameters(), **self.optim_kwargs)
