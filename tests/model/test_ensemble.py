@@ -113,7 +113,8 @@ def test_info_and_the_cli_take_ensembles(tmp_path, members, image, capsys):
     assert main(["ensemble", *members, "-o", str(out)]) == 0
     info = api.info(str(out))
     assert info["format"] == "mixscale ensemble" and info["members"] == 3 and info["net_name"] == ["msd", "msd", "unet"]
-    assert isinstance(open_model(out), Ensemble)
+    loaded = open_model(out)
+    assert isinstance(loaded, Ensemble) and not any(m.net.training for m in loaded.members)  # all in eval mode
     assert main(["ensemble", *members, "-o", str(out)]) == 2  # never overwritten
     assert "exists" in capsys.readouterr().err
     src = tmp_path / "img.npy"
