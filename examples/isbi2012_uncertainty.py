@@ -21,30 +21,17 @@ import logging
 import time
 from pathlib import Path
 
+import sys
+
 import numpy as np
 
-from mixscale import api
-from mixscale.data import read_image
-from mixscale.infer.conformal import prediction_sets
-from mixscale.metrics.calibration import auroc, expected_calibration_error, negative_log_likelihood
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from isbi2012 import CLASSES, prepare  # noqa: E402  (the same stacks and split as the MS-D vs U-Net example)
 
-CLASSES = ["cell", "membrane"]
-
-
-def prepare(data: Path, out: Path) -> dict[str, str]:
-    """PNG slices -> TIFF stacks (labels: 255 cell -> 0, 0 membrane -> 1); train 0-16, val 17-19, test 20-29."""
-    from mixscale.data import write_image
-
-    out.mkdir(parents=True, exist_ok=True)
-    img = np.stack([read_image(str(data / "train" / "image" / f"{i}.png")) for i in range(30)])
-    lab = (np.stack([read_image(str(data / "train" / "label" / f"{i}.png")) for i in range(30)]) < 128)
-    paths = {}
-    for name, sl in {"train": slice(0, 17), "val": slice(17, 20), "test": slice(20, 30)}.items():
-        for kind, array in (("images", img[sl]), ("labels", lab[sl].astype(np.uint8))):
-            paths[f"{name}_{kind}"] = str(out / f"{name}_{kind}.tif")
-            if not Path(paths[f"{name}_{kind}"]).exists():
-                write_image(paths[f"{name}_{kind}"], array)
-    return paths
+from mixscale import api  # noqa: E402
+from mixscale.data import read_image  # noqa: E402
+from mixscale.infer.conformal import prediction_sets  # noqa: E402
+from mixscale.metrics.calibration import auroc, expected_calibration_error, negative_log_likelihood  # noqa: E402
 
 
 def config(paths: dict[str, str], run_dir: Path, members: int, minutes: float) -> dict:
