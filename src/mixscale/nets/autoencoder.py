@@ -25,7 +25,7 @@ from ._common import (
     make_activation,
     pad_to_multiple,
 )
-from .registry import register_net
+from .registry import NetBase, register_net
 from .unet import ConvBlock, _check_rate, level_channels
 
 
@@ -43,7 +43,7 @@ def check_image_shape(image_shape, spatial_dims: int) -> tuple[int, ...]:
 
 
 @register_net("autoencoder")
-class Autoencoder(nn.Module):
+class Autoencoder(NetBase):
     """Convolutional autoencoder whose bottleneck is one vector per image.
 
     Parameters
@@ -132,21 +132,14 @@ class Autoencoder(nn.Module):
         conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
         self.head = conv(chans[0], self.out_channels, 1)
 
-    def config(self) -> dict:
-        """Constructor arguments, JSON-safe (what the model file stores)."""
-        keys = ("spatial_dims", "in_channels", "out_channels", "depth", "base_channels", "growth_rate",
-                "latent_dim", "norm", "activation")
-        return {**{k: getattr(self, k) for k in keys}, "image_shape": list(self.image_shape)}
+    def _config_overrides(self) -> dict:
+        """``out_channels`` resolved (``None`` means ``in_channels``)."""
+        return {"out_channels": self.out_channels}
 
     @property
     def receptive_field(self) -> int:
         """``2 * max(image_shape) - 1``: every output pixel sees the whole image (see Notes)."""
         return 2 * max(self.image_shape) - 1
-
-    @property
-    def halo(self) -> int:
-        """Pixels of context needed on each side: ``(receptive_field - 1) // 2``."""
-        return (self.receptive_field - 1) // 2
 
     def _check_image(self, x: torch.Tensor) -> None:
         check_input(x, spatial_dims=self.spatial_dims, in_channels=self.in_channels, net="autoencoder")

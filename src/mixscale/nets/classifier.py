@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._common import NORMS, check_choice, check_int, check_spatial_dims, conv_nd, make_activation, make_norm
-from .registry import register_net
+from .registry import NetBase, register_net
 
 POOLINGS = ("flatten", "mean", "max")
 
@@ -51,7 +51,7 @@ def feature_shape(patch_shape, depth: int, kernel_size: int) -> tuple[int, ...]:
 
 
 @register_net("classifier")
-class PatchClassifier(nn.Module):
+class PatchClassifier(NetBase):
     """LeNet-style classifier of fixed-size patches: ``(N, C, *patch_shape) -> (N, out_channels)``.
 
     Parameters
@@ -158,22 +158,15 @@ class PatchClassifier(nn.Module):
         """Same as ``out_channels``."""
         return self.out_channels
 
-    def config(self) -> dict:
-        """Constructor arguments, JSON-safe (what the model file stores)."""
-        keys = ("spatial_dims", "in_channels", "out_channels", "depth", "base_channels", "growth_rate",
-                "kernel_size", "norm", "activation", "pooling", "hidden_channels", "dropout")
-        return {"patch_shape": list(self.patch_shape), **{k: getattr(self, k) for k in keys}}
+    def _config_overrides(self) -> dict:
+        """``patch_shape`` with one entry per axis (an int given means the same on every axis)."""
+        return {"patch_shape": list(self.patch_shape)}
 
     @property
     def receptive_field(self) -> int:
         """The patch size (largest axis; an even size ``P`` counts as ``P + 1``, since the patch
         reaches ``P // 2`` pixels before its centre): a score depends on its patch and nothing else."""
         return max(2 * (p // 2) + 1 for p in self.patch_shape)
-
-    @property
-    def halo(self) -> int:
-        """Pixels of context needed on each side: ``(receptive_field - 1) // 2``."""
-        return (self.receptive_field - 1) // 2
 
     def _check(self, x, *, dense: bool) -> None:
         if not isinstance(x, torch.Tensor):

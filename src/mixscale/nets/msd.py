@@ -20,7 +20,7 @@ from torch import nn
 from ._common import check_choice, check_input, check_int, check_spatial_dims, make_norm
 from .msd_lean import ScratchPool, flat_weight, lean_msd
 from .msd_shift import shift_sum, tap_offsets
-from .registry import register_net
+from .registry import NetBase, register_net
 
 DEFAULT_DILATIONS = tuple(range(1, 11))
 
@@ -59,7 +59,7 @@ def msd_parameter_count(in_channels: int, out_channels: int, depth: int, width: 
 
 
 @register_net("msd")
-class MSDNet(nn.Module):
+class MSDNet(NetBase):
     """Mixed-scale dense network for 2D or 3D images.
 
     Parameters
@@ -144,27 +144,10 @@ class MSDNet(nn.Module):
             self.final_weight.zero_()
             self.final_bias.zero_()
 
-    def config(self) -> dict:
-        """Constructor arguments, JSON-safe (what the model file stores)."""
-        return {
-            "spatial_dims": self.spatial_dims,
-            "in_channels": self.in_channels,
-            "out_channels": self.out_channels,
-            "depth": self.depth,
-            "width": self.width,
-            "dilations": list(self.dilations),
-            "norm": self.norm,
-        }
-
     @property
     def receptive_field(self) -> int:
         """Width in pixels of the region one output pixel depends on (same along every axis)."""
         return 1 + 2 * sum(max(row) for row in self.channel_dilations)
-
-    @property
-    def halo(self) -> int:
-        """Pixels of context needed on each side: ``(receptive_field - 1) // 2``."""
-        return (self.receptive_field - 1) // 2
 
     def _check_size(self, x: torch.Tensor) -> None:
         dmax = max(max(row) for row in self.channel_dilations)

@@ -35,7 +35,7 @@ from ._common import (
     crop_center,
     pad_to_multiple,
 )
-from .registry import register_net
+from .registry import NetBase, register_net
 from .unet import _check_rate, level_channels
 from .unet3plus import conv_norm_act
 
@@ -230,7 +230,7 @@ def _block(spatial_dims: int, in_channels: int, channels: int, path: dict, block
 
 
 @register_net("random_unet")
-class RandomUNet(nn.Module):
+class RandomUNet(NetBase):
     """Encoder-decoder network built from a random (or hand-written) spec.
 
     Parameters
@@ -306,10 +306,9 @@ class RandomUNet(nn.Module):
         )
         self.head = conv_nd(dims)(chans[0], self.out_channels, 1)
 
-    def config(self) -> dict:
-        """Constructor arguments, JSON-safe, with the full spec (what the model file stores)."""
-        return {"spatial_dims": self.spatial_dims, "in_channels": self.in_channels,
-                "out_channels": self.out_channels, "spec": copy.deepcopy(self.spec)}
+    def _config_overrides(self) -> dict:
+        """The full spec instead of ``seed`` and ``ranges`` (nothing is sampled again on load)."""
+        return {"spec": copy.deepcopy(self.spec), "seed": self.spec.get("seed", 0), "ranges": None}
 
     @property
     def receptive_field(self) -> int:
@@ -318,11 +317,6 @@ class RandomUNet(nn.Module):
         See :func:`spec_receptive_field`; normalisation statistics are ignored.
         """
         return spec_receptive_field(self.spec)
-
-    @property
-    def halo(self) -> int:
-        """Pixels of context needed on each side: ``(receptive_field - 1) // 2``."""
-        return (self.receptive_field - 1) // 2
 
     def _down(self, level: int, h: torch.Tensor) -> torch.Tensor:
         kind = self.spec["pooling"]

@@ -32,7 +32,7 @@ from ._common import (
     make_activation,
     make_norm,
 )
-from .registry import register_net
+from .registry import NetBase, register_net
 from .smsnet_graph import Edge, check_int_list, parse_edges, sample_graph
 
 logger = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ class EdgeConv(nn.Sequential):
 
 
 @register_net("smsnet")
-class SMSNet(nn.Module):
+class SMSNet(NetBase):
     """Sparse mixed-scale network on a random directed acyclic graph, 2D or 3D.
 
     Parameters
@@ -182,19 +182,10 @@ class SMSNet(nn.Module):
             chans[e.target] += e.channels
         return chans
 
-    def config(self) -> dict:
-        """Constructor arguments, JSON-safe, with the graph as an edge list (no re-sampling on load)."""
-        return {
-            "spatial_dims": self.spatial_dims,
-            "in_channels": self.in_channels,
-            "out_channels": self.out_channels,
-            "hidden_nodes": self.hidden_nodes,
-            **{k: list(v) if isinstance(v, list) else v for k, v in self.graph_args.items()},
-            "norm": self.norm,
-            "activation": self.activation,
-            "padding_mode": self.padding_mode,
-            "edges": [e._asdict() for e in self.edges],
-        }
+    def _config_overrides(self) -> dict:
+        """The graph as an edge list (no re-sampling on load) and the checked choice lists."""
+        return {"dilations": self.graph_args["dilations"], "channels": self.graph_args["channels"],
+                "edges": [e._asdict() for e in self.edges]}
 
     @property
     def receptive_field(self) -> int:
@@ -207,11 +198,6 @@ class SMSNet(nn.Module):
         for e in sorted(self.edges, key=lambda e: e.target):  # sources are finished before targets
             reach[e.target] = max(reach[e.target], reach[e.source] + e.dilation)
         return 1 + 2 * reach[-1]
-
-    @property
-    def halo(self) -> int:
-        """Pixels of context needed on each side: ``(receptive_field - 1) // 2``."""
-        return (self.receptive_field - 1) // 2
 
     def _check_size(self, x: torch.Tensor) -> None:
         if self.padding_mode != "reflect":

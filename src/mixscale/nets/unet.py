@@ -18,7 +18,7 @@ from ._common import (
     make_norm,
     pad_to_multiple,
 )
-from .registry import register_net
+from .registry import NetBase, register_net
 
 
 def level_channels(depth: int, base_channels: int, growth_rate: float) -> list[int]:
@@ -52,7 +52,7 @@ class ConvBlock(nn.Sequential):
 
 
 @register_net("unet")
-class UNet(nn.Module):
+class UNet(NetBase):
     """U-Net with tunable depth, width growth and hidden width.
 
     Parameters
@@ -114,12 +114,6 @@ class UNet(nn.Module):
         self.decoders = nn.ModuleList(block(2 * chans[i], chans[i]) for i in range(depth - 1))
         self.head = conv_nd(spatial_dims)(chans[0], out_channels, 1)
 
-    def config(self) -> dict:
-        """Constructor arguments, JSON-safe (what the model file stores)."""
-        keys = ("spatial_dims", "in_channels", "out_channels", "depth", "base_channels", "growth_rate",
-                "hidden_rate", "norm", "activation")
-        return {k: getattr(self, k) for k in keys}
-
     @property
     def receptive_field(self) -> int:
         """Conservative width in pixels of the region one output pixel depends on."""
@@ -133,11 +127,6 @@ class UNet(nn.Module):
             step //= 2
             rf += step + 4 * step  # transposed conv, then two 3x3 convs
         return rf
-
-    @property
-    def halo(self) -> int:
-        """Pixels of context needed on each side: ``(receptive_field - 1) // 2``."""
-        return (self.receptive_field - 1) // 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, in_channels, *spatial) -> (N, out_channels, *spatial)``."""

@@ -32,7 +32,7 @@ from ._common import (
     make_norm,
     pad_to_multiple,
 )
-from .registry import register_net
+from .registry import NetBase, register_net
 from .unet import ConvBlock, _check_rate, level_channels
 
 
@@ -65,7 +65,7 @@ def _resize(x: torch.Tensor, size: tuple[int, ...], steps: int) -> torch.Tensor:
 
 
 @register_net("unet3plus")
-class UNet3Plus(nn.Module):
+class UNet3Plus(NetBase):
     """UNet 3+ with full-scale skip connections and optional deep supervision.
 
     Parameters
@@ -150,12 +150,6 @@ class UNet3Plus(nn.Module):
         if deep_supervision:
             self.deep_heads = nn.ModuleList(conv(c, out_channels, 3, padding=1) for c in level_out[1:])
 
-    def config(self) -> dict:
-        """Constructor arguments, JSON-safe (what the model file stores)."""
-        keys = ("spatial_dims", "in_channels", "out_channels", "depth", "base_channels", "growth_rate",
-                "hidden_rate", "norm", "activation", "carry_channels", "deep_supervision")
-        return {k: getattr(self, k) for k in keys}
-
     def _level_radii(self) -> list[int]:
         """Conservative half-width, in input pixels, of every decoder level's dependence on the input.
 
@@ -182,11 +176,6 @@ class UNet3Plus(nn.Module):
         ignored: they couple the whole image by design.
         """
         return 2 * (self._level_radii()[0] + 1) + 1  # + 1 for the 3x3 head
-
-    @property
-    def halo(self) -> int:
-        """Pixels of context needed on each side: ``(receptive_field - 1) // 2``."""
-        return (self.receptive_field - 1) // 2
 
     def _decode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Decoder maps of every level (last: the bottleneck) for an already padded input."""
