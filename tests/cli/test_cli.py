@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from mixscale.cli.main import main
+from mixscale.data import LabelConventionWarning
 
 
 def _run(*args, cwd=None):
@@ -103,11 +104,16 @@ def test_bad_inputs_are_clear_errors(tmp_path, tiny_config, tiny_config_file, ti
     assert "config file not found" in capsys.readouterr().err
     lab = tmp_path / "lab.tif"
     write_image(str(lab), np.full((3, 40, 40), 5, np.uint8))  # a class outside 0..1
-    assert main(["train", str(tiny_config_file), "--set", f"data.train_labels={lab}"]) == 2
+    with pytest.warns(LabelConventionWarning) as record:  # the convention check runs before the error
+        assert main(["train", str(tiny_config_file), "--set", f"data.train_labels={lab}"]) == 2
+    assert sorted(str(w.message) for w in record) == [
+        "class 0 (stored as value 0) has no labelled pixels", "class 1 (stored as value 1) has no labelled pixels",
+        "only 0 of 4800 pixels (0 %) are labelled; training will see very few examples"]
     assert "[5]" in capsys.readouterr().err
     shape = tmp_path / "small.tif"
     write_image(str(shape), np.zeros((3, 30, 40), np.uint8))
-    assert main(["train", str(tiny_config_file), "--set", f"data.train_labels={shape}"]) == 2
+    with pytest.warns(LabelConventionWarning, match=r"^class 1 \(stored as value 1\) has no labelled pixels$"):
+        assert main(["train", str(tiny_config_file), "--set", f"data.train_labels={shape}"]) == 2
     assert "spatial shape" in capsys.readouterr().err
     nan = tmp_path / "nan.tif"
     write_image(str(nan), np.full((3, 40, 40), np.nan, np.float32))

@@ -1,14 +1,17 @@
 """Training on Lightning: run directory, best-vs-last, resume, seeds, tasks, DDP."""
 
 import csv
+import math
 import os
 import subprocess
 import sys
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
 import yaml
+from lightning.pytorch.callbacks import EarlyStopping
 
 from mixscale import api
 from mixscale.model import load_model
@@ -17,6 +20,57 @@ from mixscale.model import load_model
 def _epochs_logged(metrics_csv):
     with open(metrics_csv) as f:
         return sorted({int(r["epoch"]) for r in csv.DictReader(f) if r.get("val_loss")})
+
+
+class _Recorder(L.Callback):
+    """What the trainer really does: its settings, the learning rate of each step, gradients, forward dtypes."""
+
+    def __init__(self):
+        self.settings, self.epochs_ended = None, []
+        self.lr_per_epoch = {}  # epoch -> learning rates the optimiser stepped with
+        self.grad_before_clip, self.grad_after_clip = [], []  # max |grad| of each step
+        self.forward = []  # (output dtype, autocast on, autocast dtype) of each training forward of the net
+        self.val_loss = []  # per epoch, as the schedulers and callbacks saw it
+
+    def on_fit_start(self, trainer, pl_module):
+        early = [c for c in trainer.callbacks if isinstance(c, EarlyStopping)]
+        self.settings = {"gradient_clip_val": trainer.gradient_clip_val,
+                         "gradient_clip_algorithm": trainer.gradient_clip_algorithm, "precision": trainer.precision,
+                         "early_stopping": [(c.monitor, c.mode, c.patience) for c in early]}
+        pl_module.net.register_forward_hook(self._on_forward)
+
+    def _on_forward(self, module, inputs, output):
+        if module.training:
+            self.forward.append((output.dtype, torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+
+    @staticmethod
+    def _max_grad(module):
+        return max(float(p.grad.abs().max()) for p in module.parameters() if p.grad is not None)
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):  # Lightning clips right after this hook
+        self.lr_per_epoch.setdefault(trainer.current_epoch, []).append(optimizer.param_groups[0]["lr"])
+        self.grad_before_clip.append(self._max_grad(pl_module))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):  # the step's gradients, clipped
+        self.grad_after_clip.append(self._max_grad(pl_module))
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.epochs_ended.append(trainer.current_epoch)
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            self.val_loss.append(float(trainer.callback_metrics["val_loss"]))
+
+
+def _plateau_replay(lr, val_loss, *, factor, patience):
+    """The learning rate of each epoch that ReduceLROnPlateau gives for these validation losses."""
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=factor, patience=patience)
+    rates = [lr]
+    for loss in val_loss[:-1]:
+        plateau.step(loss)
+        rates.append(opt.param_groups[0]["lr"])
+    return rates
 
 
 def test_model_file_holds_best_not_last_weights(tiny_config):
@@ -37,6 +91,15 @@ def test_model_file_holds_best_not_last_weights(tiny_config):
     assert any(not torch.equal(best[k], last[k]) for k in best if k.startswith("net."))
 
 
+def test_extra_callbacks_reach_the_trainer(tiny_config):
+    """api.train(callbacks=...): a GUI's or a search's Lightning callback sees every epoch of the run."""
+    seen = _Recorder()
+    result = api.train(tiny_config, callbacks=[seen])
+    assert seen.settings is not None  # on_fit_start ran
+    assert seen.epochs_ended == [0, 1] == _epochs_logged(result.metrics_csv)
+    assert sorted(seen.lr_per_epoch) == [0, 1] and all(len(v) == 2 for v in seen.lr_per_epoch.values())
+
+
 def test_resume_continues_from_saved_epoch(tiny_config):
     tiny_config["trainer"]["max_epochs"] = 2
     first = api.train(tiny_config)
@@ -55,7 +118,8 @@ def test_same_seed_same_weights(tiny_config, tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-def test_scribbles_with_pixel_split_and_schedule_and_clipping(tiny_config, tiny_dataset, tmp_path):
+@pytest.mark.parametrize("schedule", ["cosine", "plateau"])
+def test_scribbles_with_pixel_split_and_schedule_and_clipping(tiny_config, tiny_dataset, tmp_path, schedule):
     from mixscale.data import read_image, write_image
 
     lab = read_image(tiny_dataset["train_labels"]).astype(np.uint8) + 1  # classes 1..2
@@ -66,12 +130,34 @@ def test_scribbles_with_pixel_split_and_schedule_and_clipping(tiny_config, tiny_
     cfg = dict(tiny_config)
     cfg["data"] = {k: v for k, v in tiny_config["data"].items() if not k.startswith("val_")}
     cfg["data"].update(train_labels=str(path), label_convention="scribble", split="pixels")
-    cfg["schedule"] = {"name": "plateau", "patience": 1}
-    cfg["trainer"].update(gradient_clip_val=0.5, gradient_clip_algorithm="value", early_stopping_patience=5)
-    result = api.train(cfg)
+    if schedule == "cosine":
+        cfg["optim"] = {"lr": 0.01}
+        cfg["schedule"] = {"name": "cosine", "min_lr": 0.001}
+    else:  # a huge step size: validation loss stops improving, and patience 0 cuts the rate at once
+        cfg["optim"] = {"lr": 0.5}
+        cfg["schedule"] = {"name": "plateau", "patience": 0, "gamma": 0.5}
+    clip = 1e-3  # small enough that every step is clipped
+    cfg["trainer"] = {**tiny_config["trainer"], "max_epochs": 3, "gradient_clip_val": clip,
+                      "gradient_clip_algorithm": "value", "early_stopping_patience": 5}
+    seen = _Recorder()
+    result = api.train(cfg, callbacks=[seen])
     assert result.model_path.is_file()
     saved = yaml.safe_load((result.run_dir / "config.yaml").read_text())
     assert saved["data"]["label_convention"] == "scribble"
+    assert seen.settings["gradient_clip_val"] == clip and seen.settings["gradient_clip_algorithm"] == "value"
+    assert seen.settings["early_stopping"] == [("val_loss", "min", 5)]
+    # clipping by value: the largest gradient is cut to exactly the clip value in every step
+    assert len(seen.grad_after_clip) == len(seen.grad_before_clip) == 3 * 2  # 8 samples / batch 4, 3 epochs
+    assert all(g > clip for g in seen.grad_before_clip)
+    assert seen.grad_after_clip == pytest.approx([clip] * 6, rel=1e-6)
+    if schedule == "cosine":  # annealing over max_epochs from lr to min_lr, stepped once per epoch
+        expected = [0.001 + (0.01 - 0.001) * (1 + math.cos(math.pi * e / 3)) / 2 for e in range(3)]
+    else:  # halved after each epoch whose val_loss is no new best
+        expected = _plateau_replay(0.5, seen.val_loss, factor=0.5, patience=0)
+        assert len(seen.val_loss) == 3 and expected[-1] < 0.5  # the schedule did act in this run
+    assert sorted(seen.lr_per_epoch) == [0, 1, 2]
+    for epoch, lrs in seen.lr_per_epoch.items():
+        assert lrs == pytest.approx([expected[epoch]] * 2, rel=1e-9), epoch
 
 
 def test_regression_task_and_denormalised_output(tmp_path):
@@ -178,11 +264,22 @@ def test_tiled_prediction_equals_whole_image(tiny_config, tmp_path):
 
 
 def test_mixed_precision_on_cpu_trains(tiny_config):
-    """bf16-mixed (the CPU form of Lightning's mixed precision) runs end to end with both nets."""
-    result = api.train(tiny_config, overrides=["trainer.precision=bf16-mixed", "trainer.max_epochs=1"])
+    """bf16-mixed (the CPU form of Lightning's mixed precision) runs end to end with both nets, really in bf16."""
+    seen = _Recorder()
+    result = api.train(tiny_config, overrides=["trainer.precision=bf16-mixed", "trainer.max_epochs=1"],
+                       callbacks=[seen])
     net, _ = load_model(result.model_path)
     assert all(torch.isfinite(p).all() for p in net.parameters())
+    assert all(p.dtype == torch.float32 for p in net.parameters())  # mixed: the model file keeps float32 weights
+    assert seen.settings["precision"] == "bf16-mixed"
+    # the forward ran under bf16 autocast; the lean MS-D keeps its maps in the parameters' dtype there (only
+    # CUDA autocast stores them in half precision: nets.msd_lean.map_dtype)
+    assert len(seen.forward) == 2 and set(seen.forward) == {(torch.float32, True, torch.bfloat16)}
     unet_dir = str(result.run_dir) + "_unet"
+    seen = _Recorder()
     result = api.train(tiny_config, overrides=["trainer.precision=bf16-mixed", "trainer.max_epochs=1",
-                                               "net={name: unet, depth: 2, base_channels: 4}", f"run_dir={unet_dir}"])
+                                               "net={name: unet, depth: 2, base_channels: 4}", f"run_dir={unet_dir}"],
+                       callbacks=[seen])
     assert result.model_path.is_file()
+    assert seen.settings["precision"] == "bf16-mixed"
+    assert len(seen.forward) == 2 and set(seen.forward) == {(torch.bfloat16, True, torch.bfloat16)}  # convs in bf16

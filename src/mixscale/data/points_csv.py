@@ -45,7 +45,7 @@ def read_points_csv(path, *, spatial_dims: int) -> tuple[np.ndarray, np.ndarray]
     --------
     >>> import tempfile, os
     >>> f = os.path.join(tempfile.mkdtemp(), "p.csv")
-    >>> _ = open(f, "w").write("y,x,class\\n3,4,1\\n10.4,2,0\\n")
+    >>> _ = Path(f).write_text("y,x,class\\n3,4,1\\n10.4,2,0\\n")
     >>> pts, cls = read_points_csv(f, spatial_dims=2)
     >>> pts.tolist(), cls.tolist()
     ([[3.0, 4.0], [10.4, 2.0]], [1, 0])

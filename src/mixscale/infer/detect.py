@@ -278,9 +278,15 @@ def object_peaks(prob, *, threshold: float = 0.5, min_distance: float = 3.0, str
     --------
     >>> p = np.zeros((3, 5, 5)); p[0] = 1.0
     >>> p[:, 1, 1] = [0.1, 0.2, 0.7]; p[:, 3, 4] = [0.4, 0.5, 0.1]
-    >>> pts, cls, score = object_peaks(p, threshold=0.5)
-    >>> pts.tolist(), cls.tolist(), score.round(2).tolist()
+    >>> pts, cls, score = object_peaks(p, threshold=0.5, min_distance=2)
+    >>> pts.tolist(), cls.tolist(), score.astype(float).round(2).tolist()
     ([[1, 1], [3, 4]], [2, 1], [0.9, 0.6])
+
+    With the default ``min_distance=3`` the weaker object lies within the 7-wide
+    neighbourhood of the stronger one, so it is not a peak (see :func:`find_peaks`):
+
+    >>> object_peaks(p, threshold=0.5)[0].tolist()
+    [[1, 1]]
     """
     prob = prob.detach().cpu().numpy() if isinstance(prob, torch.Tensor) else np.asarray(prob)
     if prob.ndim < 2 or prob.shape[0] < 2:

@@ -1,0 +1,25 @@
+"""Doctest collection of src/mixscale: modules of optional extras only when the extra is installed.
+
+``--doctest-modules`` imports every module under ``src/mixscale``. A module that
+needs an optional extra (a plugin, an exporter) cannot be imported without it, so
+it is left out of the collection then, and the run's header says so.
+"""
+
+import importlib.util
+from pathlib import Path
+
+# path (relative to this file) -> the import name its extra provides
+OPTIONAL_EXTRAS = {
+    "src/mixscale/napari": "napari",
+}
+
+_missing = {path: name for path, name in OPTIONAL_EXTRAS.items()
+            if (Path(__file__).parent / path).exists() and importlib.util.find_spec(name) is None}
+collect_ignore = list(_missing)
+
+
+def pytest_report_header(config):
+    if _missing:
+        return "doctests not collected (optional extra not installed): " + ", ".join(
+            f"{path} (needs {name})" for path, name in _missing.items())
+    return None
