@@ -112,7 +112,6 @@ def test_model_file_round_trip_gives_identical_outputs(tmp_path):
 @pytest.mark.parametrize("kwargs, match", [
     (dict(image_shape=(64, 64), spatial_dims=3), r"image_shape=\(64, 64\) is not allowed; expected 3 integers"),
     (dict(image_shape=(8, 0)), r"image_shape=\(8, 0\) is not allowed"),
-    (dict(image_shape=8), r"image_shape=8 is not allowed"),
     (dict(latent_dim=0), r"latent_dim=0 is not allowed; expected an integer >= 1"),
     (dict(depth=0), r"depth=0 is not allowed"),
     (dict(out_channels=0), r"out_channels=0 is not allowed"),
@@ -122,6 +121,16 @@ def test_model_file_round_trip_gives_identical_outputs(tmp_path):
 ])
 def test_bad_arguments_name_the_problem(kwargs, match):
     with pytest.raises(ValueError, match=match):
+        create_net("autoencoder", **kwargs)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(image_shape=8), r"image_shape=8 is not allowed; expected 2 integers >= 1"),
+    (dict(latent_dim=2.5), r"latent_dim=2.5 is not allowed; expected an integer >= 1"),
+    (dict(growth_rate="2"), r"growth_rate='2' is not allowed; expected a finite number > 0"),
+])
+def test_wrong_types_are_type_errors(kwargs, match):
+    with pytest.raises(TypeError, match=match):
         create_net("autoencoder", **kwargs)
 
 

@@ -125,11 +125,22 @@ def test_model_file_round_trip_gives_identical_outputs(tmp_path):
     (dict(activation="tanh"), "activation='tanh'"),
     (dict(pooling="avg"), "pooling='avg'"),
     (dict(hidden_channels=-1), "hidden_channels=-1"),
-    (dict(dropout=1.0), r"dropout=1.0 is not allowed; expected a number in \[0.0, 1.0\)"),
+    (dict(dropout=1.0), r"dropout=1.0 is not allowed; expected a fraction in \[0, 1\)"),
     (dict(out_channels=0), "out_channels=0"),
 ])
 def test_bad_arguments_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
+        PatchClassifier(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(patch_shape=15.0), "patch_shape=15.0 is not allowed; expected 2 integers >= 1"),
+    (dict(depth=2.0), "depth=2.0 is not allowed; expected an integer >= 1"),
+    (dict(dropout="0.5"), r"dropout='0.5' is not allowed; expected a fraction in \[0, 1\)"),
+    (dict(growth_rate=True), "growth_rate=True is not allowed"),
+])
+def test_wrong_types_are_type_errors(kwargs, match):
+    with pytest.raises(TypeError, match=match):
         PatchClassifier(**kwargs)
 
 

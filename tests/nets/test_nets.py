@@ -128,6 +128,21 @@ def test_bad_arguments_name_the_problem(kwargs, match):
         create_net(**kwargs)
 
 
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(name="msd", depth=2.0), "depth=2.0 is not allowed; expected an integer >= 1"),
+        (dict(name="msd", dilations=[1, 2.0]), r"dilations=\[1, 2.0\] is not allowed; expected a non-empty list"),
+        (dict(name="msd", dilations=3), "dilations=3 is not allowed"),
+        (dict(name="unet", in_channels=True), "in_channels=True is not allowed"),
+        (dict(name="unet", hidden_rate="1"), "hidden_rate='1' is not allowed; expected a finite number > 0"),
+    ],
+)
+def test_wrong_types_are_type_errors(kwargs, match):
+    with pytest.raises(TypeError, match=match):
+        create_net(**kwargs)
+
+
 def test_wrong_input_shape_is_a_clear_error():
     net = MSDNet(depth=2, dilations=[1])
     with pytest.raises(ValueError, match=r"does not fit a 2D network with in_channels=1"):

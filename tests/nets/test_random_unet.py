@@ -149,10 +149,20 @@ def test_receptive_field_bounds_the_gradient_support():
     ({"kernel_size": [3, 4]}, r"ranges\['kernel_size'\]=4 is not allowed; expected an odd integer"),
     ({"norm": []}, "expected a non-empty list"),
     ({"pooling": ["median"]}, r"ranges\['pooling'\]='median' is not allowed; expected one of"),
-    ([("num_scales", [2, 3])], "expected a dict"),
 ])
 def test_bad_ranges_are_named(ranges, match):
     with pytest.raises(ValueError, match=match):
+        sample_unet_spec(0, ranges)
+
+
+@pytest.mark.parametrize("ranges, match", [
+    ([("num_scales", [2, 3])], r"ranges=\[\('num_scales', \[2, 3\]\)\] is not allowed; expected a dict"),
+    ({"norm": "batch"}, r"ranges\['norm'\]='batch' is not allowed; expected a non-empty list"),
+    ({"num_scales": [2, 3.5]}, r"ranges\['num_scales'\]=3.5 is not allowed; expected an integer >= 1"),
+    ({"kernel_size": [3.0]}, r"ranges\['kernel_size'\]=3.0 is not allowed; expected an integer >= 1"),
+])
+def test_wrong_range_types_are_type_errors(ranges, match):
+    with pytest.raises(TypeError, match=match):
         sample_unet_spec(0, ranges)
 
 

@@ -359,11 +359,9 @@ BAD = [
     (dict(min_degree=4, max_degree=2), "min_degree=4 gives 4 > max_degree=2"),
     (dict(max_degree=1.5), r"max_degree=1.5 is not allowed; a fractional degree must be in \(0, 1\]"),
     (dict(max_degree=0), "max_degree=0 is not allowed"),
-    (dict(min_degree=True), "min_degree=True"),
     (dict(degree_exponent=-1), "degree_exponent=-1"),
     (dict(skip_decay=float("nan")), "skip_decay=nan"),
     (dict(input_fraction=1.5), "input_fraction=1.5"),
-    (dict(input_to_output="yes"), "input_to_output='yes'"),
     (dict(dilations=[0, 1]), r"dilations=\[0, 1\]"),
     (dict(channels=[]), r"channels=\[\]"),
     (dict(seed=-1), "seed=-1"),
@@ -383,6 +381,19 @@ BAD = [
 @pytest.mark.parametrize("kwargs, match", BAD)
 def test_bad_arguments_name_the_problem(kwargs, match):
     with pytest.raises(ValueError, match=match):
+        create_net("smsnet", **kwargs)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(min_degree=True), "min_degree=True is not allowed"),
+    (dict(input_to_output="yes"), "input_to_output='yes' is not allowed; expected True or False"),
+    (dict(hidden_nodes=2.0), "hidden_nodes=2.0 is not allowed; expected an integer >= 1"),
+    (dict(skip_decay="1"), "skip_decay='1' is not allowed; expected a finite number >= 0"),
+    (dict(dilations=[1, 1.5]), r"dilations=\[1, 1.5\] is not allowed; expected a non-empty list of integers"),
+    (dict(seed="0"), "seed='0' is not allowed; expected an integer >= 0"),
+])
+def test_wrong_types_are_type_errors(kwargs, match):
+    with pytest.raises(TypeError, match=match):
         create_net("smsnet", **kwargs)
 
 

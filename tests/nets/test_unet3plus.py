@@ -135,11 +135,14 @@ def test_deep_outputs_need_deep_supervision_and_arguments_are_checked():
     with pytest.raises(ValueError, match="does not fit a 2D network with in_channels=1"):
         net(torch.zeros(1, 2, 8, 8))
     for kwargs, match in [(dict(carry_channels=0), "carry_channels=0 is not allowed"),
-                          (dict(deep_supervision="yes"), "deep_supervision='yes' is not allowed"),
                           (dict(depth=0), "depth=0"), (dict(norm="layer"), "norm='layer'"),
                           (dict(growth_rate=0), "growth_rate=0")]:
         with pytest.raises(ValueError, match=match):
             create_net("unet3plus", **kwargs)
+    with pytest.raises(TypeError, match="deep_supervision='yes' is not allowed; expected True or False"):
+        create_net("unet3plus", deep_supervision="yes")
+    with pytest.raises(TypeError, match="growth_rate='2' is not allowed; expected a finite number > 0"):
+        create_net("unet3plus", growth_rate="2")
 
 
 def test_same_seed_same_net_and_model_file_round_trip(tmp_path):

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._checks import check_choice
+
 NORMS = ("batch", "instance", "group", None)
 ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -19,25 +21,9 @@ ACTIVATIONS = {
 }
 
 
-def check_int(name: str, value: Any, *, minimum: int) -> int:
-    """Return ``value`` if it is an int >= ``minimum``; raise a naming error otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}={value!r} is not allowed; expected an integer >= {minimum}")
-    return value
-
-
 def check_spatial_dims(value: Any) -> int:
     """Only 2D and 3D networks exist."""
-    if value not in (2, 3) or isinstance(value, bool):
-        raise ValueError(f"spatial_dims={value!r} is not allowed; expected 2 or 3")
-    return int(value)
-
-
-def check_choice(name: str, value: Any, allowed: tuple) -> Any:
-    """Return ``value`` if it is one of ``allowed``."""
-    if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not allowed; expected one of {list(allowed)}")
-    return value
+    return int(check_choice("spatial_dims", value, (2, 3)))
 
 
 def conv_nd(spatial_dims: int) -> type[nn.Module]:

@@ -15,31 +15,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._checks import check_choice, check_float, check_int, check_shape, not_allowed
 from ._common import (
     NORMS,
-    check_choice,
     check_input,
-    check_int,
     check_spatial_dims,
     crop_center,
     make_activation,
     pad_to_multiple,
 )
 from .registry import NetBase, register_net
-from .unet import ConvBlock, _check_rate, level_channels
+from .unet import ConvBlock, level_channels
 
 
 def check_image_shape(image_shape, spatial_dims: int) -> tuple[int, ...]:
-    """``image_shape`` as a tuple of ``spatial_dims`` ints >= 1; ValueError otherwise."""
+    """``image_shape`` as a tuple of ``spatial_dims`` ints >= 1, one per axis (a single int is refused)."""
+    what = f"(one per spatial axis of a {spatial_dims}D network)"
     try:
-        shape = tuple(image_shape)
+        iter(image_shape)
     except TypeError:
-        shape = None
-    if (shape is None or len(shape) != spatial_dims
-            or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape)):
-        raise ValueError(f"image_shape={image_shape!r} is not allowed; expected {spatial_dims} integers >= 1 "
-                         f"(one per spatial axis of a {spatial_dims}D network)")
-    return shape
+        raise not_allowed("image_shape", image_shape, f"{spatial_dims} integers >= 1 {what}", TypeError) from None
+    return check_shape("image_shape", image_shape, ndim=spatial_dims, what=what)
 
 
 @register_net("autoencoder")
@@ -110,7 +106,7 @@ class Autoencoder(NetBase):
         self.image_shape = check_image_shape(image_shape, self.spatial_dims)
         self.depth = check_int("depth", depth, minimum=1)
         self.base_channels = check_int("base_channels", base_channels, minimum=1)
-        self.growth_rate = _check_rate("growth_rate", growth_rate)
+        self.growth_rate = check_float("growth_rate", growth_rate, minimum=0, open_minimum=True)
         self.latent_dim = check_int("latent_dim", latent_dim, minimum=1)
         self.norm = check_choice("norm", norm, NORMS)
         self.activation = activation

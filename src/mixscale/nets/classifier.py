@@ -17,29 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._common import NORMS, check_choice, check_int, check_spatial_dims, conv_nd, make_activation, make_norm
+from .._checks import check_choice, check_float, check_fraction, check_int, check_shape
+from ._common import NORMS, check_spatial_dims, conv_nd, make_activation, make_norm
 from .registry import NetBase, register_net
 
 POOLINGS = ("flatten", "mean", "max")
-
-
-def _check_rate(name: str, value, *, low: float, high: float | None = None) -> float:
-    bad = isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= low
-    if bad or (high is not None and not value < high):
-        allowed = f">= {low}" if high is None else f"in [{low}, {high})"
-        raise ValueError(f"{name}={value!r} is not allowed; expected a number {allowed}")
-    return float(value)
-
-
-def _check_patch_shape(value, spatial_dims: int) -> tuple[int, ...]:
-    shape = (value,) * spatial_dims if isinstance(value, int) and not isinstance(value, bool) else value
-    try:
-        shape = tuple(shape)
-    except TypeError:
-        shape = ()
-    if len(shape) != spatial_dims or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
-        raise ValueError(f"patch_shape={value!r} is not allowed; expected an int >= 1 or {spatial_dims} of them")
-    return shape
 
 
 def feature_shape(patch_shape, depth: int, kernel_size: int) -> tuple[int, ...]:
@@ -120,17 +102,17 @@ class PatchClassifier(NetBase):
         self.spatial_dims = check_spatial_dims(spatial_dims)
         self.in_channels = check_int("in_channels", in_channels, minimum=1)
         self.out_channels = check_int("out_channels", out_channels, minimum=1)
-        self.patch_shape = _check_patch_shape(patch_shape, self.spatial_dims)
+        self.patch_shape = check_shape("patch_shape", patch_shape, ndim=self.spatial_dims, what="(or one for every axis)")
         self.depth = check_int("depth", depth, minimum=1)
         self.base_channels = check_int("base_channels", base_channels, minimum=1)
-        self.growth_rate = _check_rate("growth_rate", growth_rate, low=1e-6)
+        self.growth_rate = check_float("growth_rate", growth_rate, minimum=0, open_minimum=True)
         self.kernel_size = check_int("kernel_size", kernel_size, minimum=1)
         self.norm = check_choice("norm", norm, NORMS)
         make_activation(activation)  # validates the name early
         self.activation = activation
         self.pooling = check_choice("pooling", pooling, POOLINGS)
         self.hidden_channels = check_int("hidden_channels", hidden_channels, minimum=0)
-        self.dropout = _check_rate("dropout", dropout, low=0.0, high=1.0)
+        self.dropout = check_fraction("dropout", dropout)
         final = feature_shape(self.patch_shape, self.depth, self.kernel_size)
         if min(final) < 1:
             raise ValueError(f"patch_shape={list(self.patch_shape)} is too small for depth={depth} and "

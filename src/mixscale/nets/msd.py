@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._common import check_choice, check_input, check_int, check_spatial_dims, make_norm
+from .._checks import check_choice, check_int, not_allowed
+from ._common import check_input, check_spatial_dims, make_norm
 from .msd_lean import ScratchPool, flat_weight, lean_msd
 from .msd_shift import shift_sum, tap_offsets
 from .registry import NetBase, register_net
@@ -40,9 +41,15 @@ def layer_dilations(depth: int, width: int, dilations: Sequence[int]) -> list[li
     -------
     list of ``depth`` lists of ``width`` ints
     """
-    dil = list(dilations)
-    if not dil or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dil):
-        raise ValueError(f"dilations={dilations!r} is not allowed; expected a non-empty list of integers >= 1")
+    expected = "a non-empty list of integers >= 1"
+    try:
+        dil = list(dilations)
+    except TypeError:
+        raise not_allowed("dilations", dilations, expected, TypeError) from None
+    if any(isinstance(d, bool) or not isinstance(d, int) for d in dil):
+        raise not_allowed("dilations", dilations, expected, TypeError)
+    if not dil or min(dil) < 1:
+        raise not_allowed("dilations", dilations, expected)
     return [[dil[(i * width + j) % len(dil)] for j in range(width)] for i in range(depth)]
 
 
@@ -106,7 +113,10 @@ class MSDNet(NetBase):
         self.depth = check_int("depth", depth, minimum=1)
         self.width = check_int("width", width, minimum=1)
         self.norm = check_choice("norm", norm, ("batch", None))
-        self.dilations = list(dilations)
+        try:
+            self.dilations = list(dilations)
+        except TypeError:
+            raise not_allowed("dilations", dilations, "a non-empty list of integers >= 1", TypeError) from None
         self.channel_dilations = layer_dilations(depth, width, self.dilations)
         k = (3,) * spatial_dims
         self.weights = nn.ParameterList(

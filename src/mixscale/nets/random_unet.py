@@ -24,19 +24,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._checks import check_choice, check_float, check_int, not_allowed
 from ._common import (
     ACTIVATIONS,
     NORMS,
-    check_choice,
     check_input,
-    check_int,
     check_spatial_dims,
     conv_nd,
     crop_center,
     pad_to_multiple,
 )
 from .registry import NetBase, register_net
-from .unet import _check_rate, level_channels
+from .unet import level_channels
 from .unet3plus import conv_norm_act
 
 SPEC_VERSION = 1
@@ -60,29 +59,36 @@ DEFAULT_RANGES: dict[str, list] = {
 
 
 def _check_kernel_size(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or value % 2 == 0:
-        raise ValueError(f"{name}={value!r} is not allowed; expected an odd integer >= 1")
+    value = check_int(name, value, minimum=1)
+    if value % 2 == 0:
+        raise not_allowed(name, value, "an odd integer >= 1")
     return value
+
+
+def _check_growth(name: str, value: Any) -> float:
+    return check_float(name, value, minimum=0, open_minimum=True)
 
 
 def check_ranges(ranges: dict | None) -> dict[str, list]:
     """:data:`DEFAULT_RANGES` updated with ``ranges``, every entry validated.
 
     Integer and float entries are inclusive ``[low, high]`` pairs; the others are
-    non-empty lists of allowed values. Raises ``ValueError`` naming the bad entry.
+    non-empty lists of allowed values. Raises ``TypeError`` (wrong type) or ``ValueError`` naming the bad entry.
     """
     if ranges is None:
         ranges = {}
     if not isinstance(ranges, dict):
-        raise ValueError(f"ranges={ranges!r} is not allowed; expected a dict such as {{'num_scales': [2, 3]}}")
+        raise not_allowed("ranges", ranges, "a dict such as {'num_scales': [2, 3]}", TypeError)
     unknown = sorted(set(ranges) - set(DEFAULT_RANGES), key=str)
     if unknown:
         raise ValueError(f"unknown range(s) {unknown}; allowed: {', '.join(DEFAULT_RANGES)}")
     out = copy.deepcopy(DEFAULT_RANGES)
     for key, value in ranges.items():
         name = f"ranges[{key!r}]"
-        if not isinstance(value, (list, tuple)) or not value:
-            raise ValueError(f"{name}={value!r} is not allowed; expected a non-empty list")
+        if not isinstance(value, (list, tuple)):
+            raise not_allowed(name, value, "a non-empty list", TypeError)
+        if not value:
+            raise not_allowed(name, value, "a non-empty list")
         if key == "kernel_size":
             for v in value:
                 _check_kernel_size(name, v)
@@ -91,8 +97,8 @@ def check_ranges(ranges: dict | None) -> dict[str, list]:
                 check_choice(name, v, CHOICES[key])
         else:
             if len(value) != 2:
-                raise ValueError(f"{name}={value!r} is not allowed; expected a [low, high] pair")
-            check = (lambda n, v: check_int(n, v, minimum=1)) if key in INT_RANGES else _check_rate
+                raise not_allowed(name, value, "a [low, high] pair")
+            check = (lambda n, v: check_int(n, v, minimum=1)) if key in INT_RANGES else _check_growth
             low, high = (check(name, v) for v in value)
             if low > high:
                 raise ValueError(f"{name}={value!r} is not allowed; low must not exceed high")
@@ -190,7 +196,7 @@ def check_unet_spec(spec: Any) -> dict:
         raise ValueError(f"spec['version']={spec['version']!r} is not supported; expected {SPEC_VERSION}")
     num_scales = check_int("spec['num_scales']", spec["num_scales"], minimum=1)
     check_int("spec['base_channels']", spec["base_channels"], minimum=1)
-    _check_rate("spec['channel_growth']", spec["channel_growth"])
+    _check_growth("spec['channel_growth']", spec["channel_growth"])
     check_choice("spec['pooling']", spec["pooling"], POOLINGS)
     check_choice("spec['merge']", spec["merge"], MERGES)
     _check_path("spec['encoder']", spec["encoder"], num_scales)

@@ -22,11 +22,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._checks import check_choice, check_int
 from ._common import (
     NORMS,
-    check_choice,
     check_input,
-    check_int,
     check_spatial_dims,
     conv_nd,
     make_activation,

@@ -41,6 +41,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .._checks import check_bool, check_float, check_int, not_allowed
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["Edge", "GraphSample", "check_int_list", "degree_bounds", "degree_probabilities", "parse_edges",
@@ -91,11 +93,9 @@ def _round_half_up(x: float) -> int:
 def _resolve_degree(name: str, value: Any, hidden_nodes: int) -> int:
     """An int is absolute; a float in (0, 1] is a fraction of the ``hidden_nodes - 1`` possible targets."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name}={value!r} is not allowed; expected an integer >= 1 or a float in (0, 1]")
+        raise not_allowed(name, value, "an integer >= 1 or a float in (0, 1]", TypeError)
     if isinstance(value, int):
-        if value < 1:
-            raise ValueError(f"{name}={value!r} is not allowed; expected an integer >= 1 or a float in (0, 1]")
-        return value
+        return check_int(name, value, minimum=1)
     if not 0.0 < value <= 1.0:
         raise ValueError(f"{name}={value!r} is not allowed; a fractional degree must be in (0, 1]")
     return max(1, _round_half_up(value * (hidden_nodes - 1)))
@@ -148,25 +148,16 @@ def _successive_sample(rng: np.random.Generator, weights: np.ndarray, k: int) ->
     return picked
 
 
-def _check_fraction(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name}={value!r} is not allowed; expected a number in [0, 1]")
-    return float(value)
-
-
-def _check_number(name: str, value: Any, *, minimum: float = 0.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < minimum:
-        raise ValueError(f"{name}={value!r} is not allowed; expected a finite number >= {minimum}")
-    return float(value)
-
-
 def check_int_list(name: str, values: Any) -> list[int]:
-    """A non-empty list of integers >= 1, else ValueError naming ``name``."""
+    """A non-empty list of integers >= 1: TypeError for a wrong type, ValueError for a wrong value, naming ``name``."""
+    expected = "a non-empty list of integers >= 1"
     if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
-        raise ValueError(f"{name}={values!r} is not allowed; expected a non-empty list of integers >= 1")
+        raise not_allowed(name, values, expected, TypeError)
     out = list(values)
-    if not out or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1 for v in out):
-        raise ValueError(f"{name}={values!r} is not allowed; expected a non-empty list of integers >= 1")
+    if any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) for v in out):
+        raise not_allowed(name, values, expected, TypeError)
+    if not out or min(out) < 1:
+        raise not_allowed(name, values, expected)
     return [int(v) for v in out]
 
 
@@ -230,18 +221,15 @@ def sample_graph(
     >>> all(e.source < e.target for e in g.edges)
     True
     """
-    if isinstance(hidden_nodes, bool) or not isinstance(hidden_nodes, int) or hidden_nodes < 1:
-        raise ValueError(f"hidden_nodes={hidden_nodes!r} is not allowed; expected an integer >= 1")
-    n = hidden_nodes
+    n = check_int("hidden_nodes", hidden_nodes, minimum=1)
     kmin, kmax = degree_bounds(n, min_degree, max_degree)
-    exponent = _check_number("degree_exponent", degree_exponent)
-    decay = _check_number("skip_decay", skip_decay)
-    f_in, f_out = _check_fraction("input_fraction", input_fraction), _check_fraction("output_fraction", output_fraction)
-    if not isinstance(input_to_output, bool):
-        raise ValueError(f"input_to_output={input_to_output!r} is not allowed; expected True or False")
+    exponent = check_float("degree_exponent", degree_exponent, minimum=0)
+    decay = check_float("skip_decay", skip_decay, minimum=0)
+    f_in = check_float("input_fraction", input_fraction, minimum=0, maximum=1)
+    f_out = check_float("output_fraction", output_fraction, minimum=0, maximum=1)
+    input_to_output = check_bool("input_to_output", input_to_output)
     dil, chans = check_int_list("dilations", dilations), check_int_list("channels", channels)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed={seed!r} is not allowed; expected an integer >= 0")
+    seed = check_int("seed", seed, minimum=0)
 
     rng = np.random.default_rng(seed)
     pairs, requested, realised = _hidden_edges(rng, n, kmin, kmax, exponent, decay)

@@ -6,11 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._checks import check_choice, check_float, check_int
 from ._common import (
     NORMS,
-    check_choice,
     check_input,
-    check_int,
     check_spatial_dims,
     conv_nd,
     crop_center,
@@ -24,12 +23,6 @@ from .registry import NetBase, register_net
 def level_channels(depth: int, base_channels: int, growth_rate: float) -> list[int]:
     """Channels at each resolution level: ``round(base_channels * growth_rate ** level)``."""
     return [max(1, int(round(base_channels * growth_rate**level))) for level in range(depth)]
-
-
-def _check_rate(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name}={value!r} is not allowed; expected a number > 0")
-    return float(value)
 
 
 class ConvBlock(nn.Sequential):
@@ -101,8 +94,8 @@ class UNet(NetBase):
         self.out_channels = check_int("out_channels", out_channels, minimum=1)
         self.depth = check_int("depth", depth, minimum=1)
         self.base_channels = check_int("base_channels", base_channels, minimum=1)
-        self.growth_rate = _check_rate("growth_rate", growth_rate)
-        self.hidden_rate = _check_rate("hidden_rate", hidden_rate)
+        self.growth_rate = check_float("growth_rate", growth_rate, minimum=0, open_minimum=True)
+        self.hidden_rate = check_float("hidden_rate", hidden_rate, minimum=0, open_minimum=True)
         self.norm = check_choice("norm", norm, NORMS)
         self.activation = activation
         make_activation(activation)  # validates the name early

@@ -20,11 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._checks import check_bool, check_choice, check_float, check_int
 from ._common import (
     NORMS,
-    check_choice,
     check_input,
-    check_int,
     check_spatial_dims,
     conv_nd,
     crop_center,
@@ -33,7 +32,7 @@ from ._common import (
     pad_to_multiple,
 )
 from .registry import NetBase, register_net
-from .unet import ConvBlock, _check_rate, level_channels
+from .unet import ConvBlock, level_channels
 
 
 def conv_norm_act(spatial_dims: int, in_channels: int, out_channels: int, norm, activation, kernel_size: int = 3,
@@ -121,14 +120,13 @@ class UNet3Plus(NetBase):
         self.out_channels = check_int("out_channels", out_channels, minimum=1)
         self.depth = check_int("depth", depth, minimum=1)
         self.base_channels = check_int("base_channels", base_channels, minimum=1)
-        self.growth_rate = _check_rate("growth_rate", growth_rate)
-        self.hidden_rate = _check_rate("hidden_rate", hidden_rate)
+        self.growth_rate = check_float("growth_rate", growth_rate, minimum=0, open_minimum=True)
+        self.hidden_rate = check_float("hidden_rate", hidden_rate, minimum=0, open_minimum=True)
         self.norm = check_choice("norm", norm, NORMS)
         make_activation(activation)  # validates the name early
         self.activation = activation
         self.carry_channels = check_int("carry_channels", carry_channels, minimum=1)
-        if not isinstance(deep_supervision, bool):
-            raise ValueError(f"deep_supervision={deep_supervision!r} is not allowed; expected True or False")
+        check_bool("deep_supervision", deep_supervision)
         self.deep_supervision = deep_supervision
         chans = level_channels(depth, base_channels, self.growth_rate)
         self.encoders = nn.ModuleList(
