@@ -319,13 +319,13 @@ def _nets(model):
     return [m.net for m in getattr(model, "members", [model])]
 
 
-def ensemble(members: Sequence, output) -> Path:
+def ensemble(members: Sequence, output, *, combine: str = "probabilities") -> Path:
     """Combine model files into one ensemble file (see :func:`mixscale.model.save_ensemble`)."""
     from .model import save_ensemble
 
     if Path(output).exists():
         raise FileExistsError(f"output {output} exists; choose another name")
-    return save_ensemble(output, members)
+    return save_ensemble(output, members, combine=combine)
 
 
 def _read_array(image) -> np.ndarray:

@@ -161,3 +161,20 @@ def test_members_of_random_nets_draw_their_own_graphs(tiny_config):
     assert (first.net.kwargs()["seed"], second.net.kwargs()["seed"]) == (5, 6)
     assert (first.seed, second.seed, second.ensemble.members) == (0, 1, 1)
     assert second.run_dir.endswith("member_1")
+
+
+def test_mean_of_logits_is_an_option_and_the_spread_stays_that_of_probabilities(tmp_path, members, image):
+    path = save_ensemble(tmp_path / "logits.safetensors", members[:2], combine="logits")
+    logits = []
+    for m in members[:2]:
+        model = open_model(m)
+        with torch.no_grad():
+            logits.append(model.net(torch.from_numpy(model.prepare(image))[None])[0].double())
+    expected = torch.softmax(torch.stack(logits).mean(0), 0).numpy()
+    np.testing.assert_allclose(api.predict(path, image, probabilities=True), expected, atol=1e-6)
+    by_probs = save_ensemble(tmp_path / "probs.safetensors", members[:2])
+    a, b = api.predict(path, image, uncertainty=True), api.predict(by_probs, image, uncertainty=True)
+    assert np.array_equal(a["prob_std"], b["prob_std"]) and np.array_equal(a["mutual_info"], b["mutual_info"])
+    assert not np.array_equal(a["prob_mean"], b["prob_mean"])
+    with pytest.raises(ValueError, match="combine='median' is not allowed"):
+        save_ensemble(tmp_path / "x.safetensors", members[:2], combine="median")

@@ -72,6 +72,8 @@ def _add_ensemble(sub) -> None:
                                    "architectures) into one ensemble file, accepted wherever a model file is.")
     p.add_argument("members", nargs="+", help="model files (at least 2)")
     p.add_argument("-o", "--output", required=True, help="ensemble file to write (*.safetensors)")
+    p.add_argument("--combine", choices=["probabilities", "logits"], default="probabilities",
+                   help="mean of the members' probabilities (default) or softmax of the mean of their logits")
 
 
 def _add_calibrate(sub) -> None:
@@ -192,7 +194,7 @@ def _cmd_predict(args) -> None:
 def _cmd_ensemble(args) -> None:
     from mixscale import api
 
-    path = api.ensemble(args.members, args.output)
+    path = api.ensemble(args.members, args.output, combine=args.combine)
     print(f"wrote {path}: an ensemble of {len(args.members)} members")
 
 

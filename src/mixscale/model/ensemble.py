@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 ENSEMBLE_KEY = "mixscale_ensemble"
 ENSEMBLE_VERSION = 1
+#: how member outputs become the ensemble's: the mean of probabilities (default) or of logits
+COMBINE = ("probabilities", "logits")
 #: the facts every member must share, as (name, how to read it from a ModelInfo)
 _SHARED = (("task", lambda i: i.task), ("class_names", lambda i: i.class_names),
            ("image channels", lambda i: i.in_channels // (2 * i.context_slices + 1)),
@@ -63,7 +65,8 @@ def check_members(infos: Sequence, names: Sequence[str]) -> None:
                                  f"{read(infos[0])!r}; ensemble members must agree on {fact}")
 
 
-def save_ensemble(path: str | os.PathLike, members: Sequence[str | os.PathLike]) -> Path:
+def save_ensemble(path: str | os.PathLike, members: Sequence[str | os.PathLike], *,
+                  combine: str = "probabilities") -> Path:
     """Combine model files into one ensemble file (written atomically).
 
     Parameters
@@ -72,11 +75,17 @@ def save_ensemble(path: str | os.PathLike, members: Sequence[str | os.PathLike])
         The ensemble file, conventionally ``*.safetensors``.
     members : sequence of path-like
         Model files (single models) of one task, classes, channels and spatial dims.
+    combine : {"probabilities", "logits"}
+        The ensemble's class probabilities: the mean of the members' probabilities, or the
+        softmax of the mean of their logits (spread, entropy and MI always come from the
+        members' probabilities).
     """
     from safetensors.torch import load_file, save_file
 
+    from .._checks import check_choice
     from ..data import atomic_path
 
+    check_choice("combine", combine, COMBINE)
     names = [str(m) for m in members]
     for name in names:
         if is_ensemble_file(name):
@@ -88,7 +97,8 @@ def save_ensemble(path: str | os.PathLike, members: Sequence[str | os.PathLike])
         for key, value in load_file(name, device="cpu").items():
             tensors[f"m{i}.{key}"] = value.contiguous()
         manifest.append({"info": info.__dict__, "sha256": file_sha256(name), "source": os.path.basename(name)})
-    meta = {ENSEMBLE_KEY: json.dumps({"format_version": ENSEMBLE_VERSION, "members": manifest}, allow_nan=True)}
+    meta = {ENSEMBLE_KEY: json.dumps({"format_version": ENSEMBLE_VERSION, "members": manifest,
+                                         "combine": combine}, allow_nan=True)}
     path = Path(path)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
@@ -117,10 +127,14 @@ class Ensemble(Model):
     source : str, optional
     """
 
-    def __init__(self, members: list[Model], *, source: str | None = None, calibration: dict | None = None) -> None:
+    def __init__(self, members: list[Model], *, source: str | None = None, calibration: dict | None = None,
+                 combine: str = "probabilities") -> None:
+        from .._checks import check_choice
+
         check_members([m.info for m in members], [m.source or f"#{i}" for i, m in enumerate(members)])
         super().__init__(nn.ModuleList([m.net for m in members]), members[0].info, source=source)
         self.members, self._calibration = members, calibration or {}
+        self.combine = check_choice("combine", combine, COMBINE)
 
     @property
     def calibration(self) -> dict:
@@ -144,7 +158,8 @@ class Ensemble(Model):
             own = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
             net = build_net(info, own, source=f"{path} (member {i})").to(device).eval()
             members.append(Model(net, info, source=f"{path}#{i}"))
-        return cls(members, source=str(path), calibration=manifest.get("calibration"))
+        return cls(members, source=str(path), calibration=manifest.get("calibration"),
+                   combine=manifest.get("combine", "probabilities"))
 
     @property
     def halo(self) -> int:
@@ -159,8 +174,13 @@ class Ensemble(Model):
     def predictor(self, *, tta: bool = False, uncertainty: bool = False) -> Callable:
         """Mean probability (class tasks) or mean output in target units over the members (and the
         test-time transforms with ``tta``); with ``uncertainty`` the statistics of :meth:`Model.outputs`."""
-        members = [_normalized(m, temperature=self.temperature) for m in self.members]
-        stats = member_statistics_predictor(members, tta=tta, classes=self.task.classes)
+        if self.combine == "logits" and self.task.classes:
+            members = [_normalized(m, logits=True) for m in self.members]
+            stats = member_statistics_predictor(members, tta=tta, classes=True, logit_members=True,
+                                                temperature=self.temperature)
+        else:
+            members = [_normalized(m, temperature=self.temperature) for m in self.members]
+            stats = member_statistics_predictor(members, tta=tta, classes=self.task.classes)
         if uncertainty:
             return stats
         k = self.out_channels

@@ -355,21 +355,30 @@ def _torch_denormalize(x, norm: dict | None):
     return x * std + mean
 
 
-def member_statistics_predictor(members: list[Callable], *, tta: bool, classes: bool) -> Callable:
+def member_statistics_predictor(members: list[Callable], *, tta: bool, classes: bool,
+                                logit_members: bool = False, temperature: float = 1.0) -> Callable:
     """A predictor whose output is the statistics over ``members`` (times the 8 test-time transforms
     with ``tta``): ``(B, 2K + 2, *S)`` (mean, std, entropy, mutual information) for class tasks,
-    ``(B, 2C, *S)`` (mean, std) otherwise. Memory does not grow with the number of members."""
+    ``(B, 2C, *S)`` (mean, std) otherwise. Memory does not grow with the number of members.
+
+    With ``logit_members`` the members give logits: the spread, entropy and mutual information
+    are still those of their probabilities ``softmax(z / T)``, but the mean channels are
+    ``softmax(mean z / T)``, the mean of logits."""
     import torch
 
     from ..infer.tta import augmented_outputs
     from ..infer.reducers import MemberStatistics
 
     def predictor(batch: torch.Tensor) -> torch.Tensor:
-        stats = MemberStatistics(class_dim=1)
+        stats, logits = MemberStatistics(class_dim=1), MemberStatistics(class_dim=1)
         for member in members:
             for y in (augmented_outputs(member, batch) if tta else (member(batch),)):
+                if logit_members:
+                    logits.update(y, probabilities=False)
+                    y = torch.softmax(y.float() / temperature, dim=1)
                 stats.update(y, probabilities=classes)
-        parts = [stats.mean, stats.std()]
+        mean = torch.softmax(logits.mean / temperature, dim=1) if logit_members else stats.mean
+        parts = [mean, stats.std()]
         if classes:
             parts += [stats.entropy()[:, None], stats.mutual_information()[:, None]]
         return torch.cat(parts, dim=1).float()
