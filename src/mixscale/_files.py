@@ -8,6 +8,7 @@ library is imported, so every floor may use it.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import uuid
@@ -91,3 +92,12 @@ def atomic_path(target: str | os.PathLike, *, replace: bool = True):
     except BaseException:
         _remove(tmp)
         raise
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

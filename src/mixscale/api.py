@@ -191,7 +191,6 @@ def predict(model, image, output=None, *, device: str = "cpu", slice_axis: int |
     if output is not None and not overwrite and output_exists(str(output)):
         raise FileExistsError(f"output {output} exists; pass overwrite=True (CLI: --overwrite) to replace it")
     loaded = open_model(model, device=device)
-    loaded.require(per_patch=False, use="predict")
     result = predict_array(loaded, _read_array(image), device=device, slice_axis=slice_axis, batch_size=batch_size,
                            probabilities=probabilities, channel_axis=channel_axis, tile_shape=tile_shape,
                            overlap=overlap, blend=blend, tta=tta, uncertainty=uncertainty, sets=sets)
@@ -236,7 +235,6 @@ def detect(model, image, *, threshold: float = 0.5, min_distance: float = 3.0, s
     if is_ensemble_file(model):
         raise ValueError(f"{model} is an ensemble file; detect takes a single detection model file")
     loaded = Model.load(model, device=device)
-    loaded.require(per_patch=True, use="detect")
     result = detect_array(loaded, _read_array(image), threshold=threshold, min_distance=min_distance,
                           stride=stride, batch_size=batch_size, tta=tta, device=device, channel_axis=channel_axis,
                           tile_shape=tile_shape)

@@ -147,3 +147,10 @@ def test_a_type_error_inside_a_command_is_a_bug_not_bad_input(monkeypatch):
     monkeypatch.setattr(api, "info", broken)
     with pytest.raises(TypeError, match="unsupported operand"):
         main(["info", "anything.tif"])
+
+
+def test_importing_the_api_does_not_import_torch():
+    """api (and so the CLI's start-up and the napari plugin's) stays light: torch comes with the first model."""
+    code = "import sys, mixscale.api; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -135,6 +135,10 @@ def test_train_members_gives_an_ensemble_of_resumable_runs(tiny_config, tiny_dat
     manifest = read_manifest(result.model_path)
     seeds = [m["info"]["train_config"]["seed"] for m in manifest["members"]]
     assert seeds == [0, 1, 2] and all((run / f"member_{i}" / "model.safetensors").is_file() for i in range(3))
+    from mixscale.data import array_sha256, read_image
+
+    trained_on = [array_sha256(read_image(tiny_dataset["train_images"]))]
+    assert all(m["info"]["train_data_sha256"] == trained_on for m in manifest["members"])
     import hashlib
 
     digests = {m["sha256"] for m in manifest["members"]}

@@ -33,12 +33,22 @@ def test_evaluate_takes_probabilities_and_adds_calibration():
 
 def test_figures_render(tmp_path):
     probs, truth = _probs_and_truth(1)
+    from PIL import Image
+
+    def pixels(path):
+        return np.asarray(Image.open(path).convert("RGB")).astype(int)
+
     path = plot_reliability_diagram(reliability(probs, truth), tmp_path / "rel.png")
-    assert path.stat().st_size > 5000
+    blue = (np.abs(pixels(path) - [31, 119, 180]).sum(-1) < 30).sum()  # the accuracy curve (tab:blue)
+    assert blue > 200
+    other = plot_reliability_diagram(reliability(probs, np.zeros_like(truth)), tmp_path / "rel2.png")
+    assert pixels(path).shape == pixels(other).shape and (pixels(path) != pixels(other)).any()  # data drawn
     entropy = -(probs * np.log(probs)).sum(0)
     panel = plot_uncertainty_panel(probs[0], probs.argmax(0), entropy, entropy / 2, tmp_path / "u.png",
                                    num_classes=3)
-    assert panel.stat().st_size > 5000
+    flat = plot_uncertainty_panel(probs[0], probs.argmax(0), 0 * entropy, entropy / 2, tmp_path / "u2.png",
+                                  num_classes=3)
+    assert (pixels(panel) != pixels(flat)).any()  # the entropy map is what is shown
     with pytest.raises(ValueError, match="must be 2D of one shape"):
         plot_uncertainty_panel(probs[0], probs.argmax(0)[:3], entropy, entropy, tmp_path / "x.png", num_classes=3)
     with pytest.raises(ValueError, match="bins="):

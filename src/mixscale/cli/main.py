@@ -25,6 +25,11 @@ def _add_train(sub) -> None:
                    help="train N ensemble members (seeds differ) and write run_dir/ensemble.safetensors")
 
 
+def _add_slice_axis(p, text: str) -> None:
+    """``--axis`` (and its long name ``--slice-axis``), the API's ``slice_axis``."""
+    p.add_argument("--axis", "--slice-axis", dest="slice_axis", type=int, default=None, help=text)
+
+
 def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="apply a model file to an image, stack or volume",
                        description="Apply a model file. An output ending in .zarr is written block by block "
@@ -34,8 +39,7 @@ def _add_predict(sub) -> None:
     p.add_argument("input", help="image address: file.tif, file.h5:/path, file.zarr, 'slices/*.png', ...")
     p.add_argument("-o", "--output", required=True, help="output address (any supported format)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default: cpu)")
-    p.add_argument("--axis", "--slice-axis", dest="slice_axis", type=int, default=None,
-                   help="for a 2D model and a 3D input: predict slice by slice along this axis")
+    _add_slice_axis(p, "for a 2D model and a 3D input: predict slice by slice along this axis")
     p.add_argument("--batch-size", type=int, default=1, help="slices per forward pass (default: 1)")
     p.add_argument("--probabilities", action="store_true", help="write class probabilities instead of labels")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -90,8 +94,7 @@ def _add_calibrate(sub) -> None:
     p.add_argument("--per-class", action="store_true", help="class-conditional thresholds (coverage per class)")
     p.add_argument("--no-temperature", action="store_true", help="skip temperature scaling")
     p.add_argument("--label-convention", choices=["dense", "scribble"], default="dense")
-    p.add_argument("--axis", "--slice-axis", dest="slice_axis", type=int, default=None,
-                   help="for a 2D model on a stack: the slicing axis")
+    _add_slice_axis(p, "for a 2D model on a stack: the slicing axis")
     p.add_argument("--allow-training-images", action="store_true", help="calibrate on training images anyway")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
 

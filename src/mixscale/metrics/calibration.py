@@ -67,9 +67,14 @@ def reliability(probs, target, *, n_bins: int = 15, ignore_index: int = -1,
     dict
         ``count``, ``confidence``, ``accuracy`` (NaN in empty bins), each ``(B,)``.
     """
+    p, t = labelled_pixels(probs, target, ignore_index=ignore_index)
+    return _reliability(p, t, n_bins=n_bins, strategy=strategy)
+
+
+def _reliability(p: np.ndarray, t: np.ndarray, *, n_bins: int, strategy: str = "uniform") -> dict[str, np.ndarray]:
+    """:func:`reliability` of labelled pixels ``(N, K)``, ``(N,)``."""
     check_int("n_bins", n_bins, minimum=1)
     check_choice("strategy", strategy, ("uniform", "quantile"))
-    p, t = labelled_pixels(probs, target, ignore_index=ignore_index)
     conf, correct = p.max(1), (p.argmax(1) == t).astype(np.float64)
     if strategy == "uniform":
         index, size = _bins(conf, n_bins), n_bins + 1
@@ -88,7 +93,10 @@ def reliability(probs, target, *, n_bins: int = 15, ignore_index: int = -1,
 def expected_calibration_error(probs, target, *, n_bins: int = 15, ignore_index: int = -1,
                                strategy: str = "uniform") -> float:
     """Top-label ECE: ``sum_b (n_b / n) |accuracy_b - confidence_b|`` (NaN without labelled pixels)."""
-    r = reliability(probs, target, n_bins=n_bins, ignore_index=ignore_index, strategy=strategy)
+    return _ece(reliability(probs, target, n_bins=n_bins, ignore_index=ignore_index, strategy=strategy))
+
+
+def _ece(r: dict) -> float:
     n = r["count"].sum()
     if n == 0:
         return float("nan")
@@ -98,15 +106,21 @@ def expected_calibration_error(probs, target, *, n_bins: int = 15, ignore_index:
 
 def maximum_calibration_error(probs, target, *, n_bins: int = 15, ignore_index: int = -1) -> float:
     """Top-label MCE: the largest ``|accuracy_b - confidence_b|`` over non-empty bins."""
-    r = reliability(probs, target, n_bins=n_bins, ignore_index=ignore_index)
+    return _mce(reliability(probs, target, n_bins=n_bins, ignore_index=ignore_index))
+
+
+def _mce(r: dict) -> float:
     full = r["count"] > 0
     return float(np.abs(r["accuracy"][full] - r["confidence"][full]).max()) if full.any() else float("nan")
 
 
 def classwise_calibration_error(probs, target, *, n_bins: int = 15, ignore_index: int = -1) -> float:
     """Class-wise ECE: the mean over classes of the binned ``|frequency - probability|`` of each class."""
+    return _classwise(*labelled_pixels(probs, target, ignore_index=ignore_index), n_bins=n_bins)
+
+
+def _classwise(p: np.ndarray, t: np.ndarray, *, n_bins: int) -> float:
     check_int("n_bins", n_bins, minimum=1)
-    p, t = labelled_pixels(probs, target, ignore_index=ignore_index)
     if not t.size:
         return float("nan")
     errors = []
@@ -121,7 +135,10 @@ def classwise_calibration_error(probs, target, *, n_bins: int = 15, ignore_index
 
 def brier_score(probs, target, *, ignore_index: int = -1) -> float:
     """Mean over labelled pixels of ``sum_k (p_k - [y = k])^2``."""
-    p, t = labelled_pixels(probs, target, ignore_index=ignore_index)
+    return _brier(*labelled_pixels(probs, target, ignore_index=ignore_index))
+
+
+def _brier(p: np.ndarray, t: np.ndarray) -> float:
     if not t.size:
         return float("nan")
     onehot = np.eye(p.shape[1])[t]
@@ -130,7 +147,10 @@ def brier_score(probs, target, *, ignore_index: int = -1) -> float:
 
 def negative_log_likelihood(probs, target, *, ignore_index: int = -1, eps: float = 1e-12) -> float:
     """Mean ``-log p_y`` over labelled pixels (probabilities clipped at ``eps``)."""
-    p, t = labelled_pixels(probs, target, ignore_index=ignore_index)
+    return _nll(*labelled_pixels(probs, target, ignore_index=ignore_index), eps=eps)
+
+
+def _nll(p: np.ndarray, t: np.ndarray, *, eps: float = 1e-12) -> float:
     if not t.size:
         return float("nan")
     return float(-np.log(np.clip(p[np.arange(t.size), t], eps, None)).mean())
@@ -172,14 +192,14 @@ def calibration_report(probs, target, *, n_bins: int = 15, ignore_index: int = -
     wrong = p.argmax(1) != t
     with np.errstate(divide="ignore", invalid="ignore"):
         entropy = -(np.where(p > 0, p * np.log(p), 0.0)).sum(1)
-    kw = dict(n_bins=n_bins, ignore_index=ignore_index)
+    uniform = _reliability(p, t, n_bins=n_bins)  # the labelled pixels are gathered once for every metric
     return {
-        "ece": expected_calibration_error(probs, target, **kw),
-        "ece_adaptive": expected_calibration_error(probs, target, strategy="quantile", **kw),
-        "ece_classwise": classwise_calibration_error(probs, target, **kw),
-        "mce": maximum_calibration_error(probs, target, **kw),
-        "brier": brier_score(probs, target, ignore_index=ignore_index),
-        "nll": negative_log_likelihood(probs, target, ignore_index=ignore_index),
+        "ece": _ece(uniform),
+        "ece_adaptive": _ece(_reliability(p, t, n_bins=n_bins, strategy="quantile")),
+        "ece_classwise": _classwise(p, t, n_bins=n_bins),
+        "mce": _mce(uniform),
+        "brier": _brier(p, t),
+        "nll": _nll(p, t),
         "auroc_entropy": auroc(entropy, wrong), "auroc_max_prob": auroc(1 - p.max(1), wrong),
         "aurc_entropy": aurc(entropy, wrong), "aurc_max_prob": aurc(1 - p.max(1), wrong),
     }

@@ -14,7 +14,6 @@ unpickled.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -24,8 +23,10 @@ from typing import Callable, Sequence
 import numpy as np
 from torch import nn
 
+from .._files import file_sha256
+from ..nets import release_scratch
 from .file import build_net, header_metadata, info_from_dict, read_model_info
-from .model import Model, member_statistics_predictor, writable_float32
+from .model import Model, channel_affine, member_statistics_predictor
 
 logger = logging.getLogger(__name__)
 
@@ -35,18 +36,9 @@ ENSEMBLE_VERSION = 1
 COMBINE = ("probabilities", "logits")
 #: the facts every member must share, as (name, how to read it from a ModelInfo)
 _SHARED = (("task", lambda i: i.task), ("class_names", lambda i: i.class_names),
-           ("image channels", lambda i: i.in_channels // (2 * i.context_slices + 1)),
+           ("image channels", lambda i: i.image_channels),
            ("out_channels", lambda i: i.out_channels), ("spatial_dims", lambda i: i.spatial_dims),
            ("context_slices", lambda i: i.context_slices))
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def is_ensemble_file(path: str | os.PathLike) -> bool:
@@ -165,11 +157,10 @@ class Ensemble(Model):
     def halo(self) -> int:
         return max(m.halo for m in self.members)
 
-    def normalize(self, x: np.ndarray, *, check_finite: bool = True) -> np.ndarray:
-        """Only checked and made float32: each member applies its own normalisation."""
-        if check_finite and not np.isfinite(x).all():
-            raise ValueError("input image contains NaN or infinite values")
-        return writable_float32(x)
+    @property
+    def input_normalization(self) -> None:
+        """None: each member applies its own normalisation inside the predictor."""
+        return None
 
     def predictor(self, *, tta: bool = False, uncertainty: bool = False) -> Callable:
         """Mean probability (class tasks) or mean output in target units over the members (and the
@@ -195,13 +186,7 @@ def _normalized(member: Model, *, temperature: float = 1.0, logits: bool = False
     norm = member.info.normalization
 
     def run(batch):
-        import torch
-
-        if norm:
-            shape = (1, -1) + (1,) * (batch.ndim - 2)
-            mean = torch.tensor(norm["mean"], dtype=batch.dtype, device=batch.device).view(shape)
-            std = torch.tensor(norm["std"], dtype=batch.dtype, device=batch.device).view(shape)
-            batch = (batch - mean) / std
+        batch = channel_affine(batch, norm, inverse=True)
         out = member.net(batch) if logits else member._member_output(batch, temperature=temperature)
         release_scratch(member.net)  # a member's kept buffers would otherwise stay resident for every member
         return out
@@ -228,13 +213,6 @@ def write_calibrated(source, output, calibration: dict) -> Path:
     with atomic_path(output) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
     return output
-
-
-def release_scratch(net: nn.Module) -> None:
-    """Let go of the map buffers networks keep between calls (the lean MS-D's scratch pool)."""
-    for module in net.modules():
-        if hasattr(module, "release_scratch"):
-            module.release_scratch()
 
 
 def open_model(path, *, device: str = "cpu") -> Model:

@@ -102,6 +102,11 @@ class ModelInfo:
     def out_channels(self) -> int:
         return int(self.net_arguments["out_channels"])
 
+    @property
+    def image_channels(self) -> int:
+        """Channels of the input image (2.5D stacks ``2k + 1`` slices of it as the network's channels)."""
+        return self.in_channels // (2 * self.context_slices + 1)
+
 
 def save_model(path: str | os.PathLike, net: nn.Module, info: ModelInfo) -> Path:
     """Write ``net`` and ``info`` to ``path`` (atomically: temporary name, then rename).

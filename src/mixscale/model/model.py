@@ -102,7 +102,12 @@ class Model:
     @property
     def image_channels(self) -> int:
         """Channels of the input image (2.5D stacks ``2k + 1`` slices of it as the network's channels)."""
-        return self.in_channels // (2 * self.context_slices + 1)
+        return self.info.image_channels
+
+    @property
+    def input_normalization(self) -> dict | None:
+        """The statistics :meth:`normalize` applies (an ensemble's members apply their own)."""
+        return self.info.normalization
 
     @property
     def halo(self) -> int:
@@ -180,17 +185,22 @@ class Model:
         if check_finite and not np.isfinite(x).all():
             raise ValueError("input image contains NaN or infinite values")
         x = x.astype(np.float32, copy=False)
-        if self.info.normalization:
-            x = normalize(x, Normalization.from_dict(self.info.normalization), channel_axis=0)
+        if self.input_normalization:
+            x = normalize(x, Normalization.from_dict(self.input_normalization), channel_axis=0)
         return writable_float32(x)
 
     def prepare(self, array: np.ndarray, *, slice_axis: int | None = None,
                 channel_axis: int | None = None) -> np.ndarray:
         """Check a whole input, put channels first and normalise it: ``(C, *spatial)`` float32."""
+        return self.prepare_with_layout(array, slice_axis=slice_axis, channel_axis=channel_axis)[0]
+
+    def prepare_with_layout(self, array: np.ndarray, *, slice_axis: int | None = None,
+                            channel_axis: int | None = None) -> tuple[np.ndarray, InputLayout]:
+        """:meth:`prepare` and the :meth:`layout` it checked the input with."""
         array = np.asarray(array)
         layout = self.layout(array.shape, slice_axis=slice_axis, channel_axis=channel_axis)
         x = array[None] if layout.channel_axis is None else np.moveaxis(array, layout.channel_axis, 0)
-        return self.normalize(x)
+        return self.normalize(x), layout
 
     # -- running -------------------------------------------------------------------
     def predictor(self, *, tta: bool = False, uncertainty: bool = False) -> Callable:
@@ -214,21 +224,16 @@ class Model:
 
         def predictor(batch: torch.Tensor) -> torch.Tensor:
             out = net(batch)
-            if not classes:
-                return out
-            return torch.softmax(out.float() if t == 1.0 else out.float() / t, dim=1)
+            return tempered_softmax(out, t) if classes else out
 
         return TestTimeAugmentation(predictor) if tta else predictor
 
     def _member_output(self, batch, *, temperature: float | None = None):
         """One member's output in the units statistics are taken in: probabilities, or target units."""
-        import torch
-
         out = self.net(batch).float()
         if self.task.classes:
-            t = self.temperature if temperature is None else temperature
-            return torch.softmax(out if t == 1.0 else out / t, dim=1)
-        return _torch_denormalize(out, self.info.target_normalization)
+            return tempered_softmax(out, self.temperature if temperature is None else temperature)
+        return channel_affine(out, self.info.target_normalization)
 
     def run(self, x: np.ndarray, *, device: str = "cpu") -> np.ndarray:
         """One whole-input pass of a prepared ``(C, *spatial)`` array: ``(K, *spatial)``."""
@@ -343,8 +348,9 @@ class Model:
         return warn_if_not_tile_exact(self.net)
 
 
-def _torch_denormalize(x, norm: dict | None):
-    """``x * std + mean`` per channel of a ``(B, C, *S)`` tensor (identity without statistics)."""
+def channel_affine(x, norm: dict | None, *, inverse: bool = False):
+    """``x * std + mean`` per channel of a ``(B, C, *S)`` tensor, or with ``inverse``
+    ``(x - mean) / std`` (normalising an input); identity without statistics."""
     if not norm:
         return x
     import torch
@@ -352,7 +358,15 @@ def _torch_denormalize(x, norm: dict | None):
     shape = (1, -1) + (1,) * (x.ndim - 2)
     mean = torch.tensor(norm["mean"], dtype=x.dtype, device=x.device).view(shape)
     std = torch.tensor(norm["std"], dtype=x.dtype, device=x.device).view(shape)
-    return x * std + mean
+    return (x - mean) / std if inverse else x * std + mean
+
+
+def tempered_softmax(logits, temperature: float = 1.0):
+    """Class probabilities ``softmax(z / T)`` over dim 1, in float32 (no division when T = 1)."""
+    import torch
+
+    z = logits.float()
+    return torch.softmax(z if temperature == 1.0 else z / temperature, dim=1)
 
 
 def member_statistics_predictor(members: list[Callable], *, tta: bool, classes: bool,
@@ -375,7 +389,7 @@ def member_statistics_predictor(members: list[Callable], *, tta: bool, classes: 
             for y in (augmented_outputs(member, batch) if tta else (member(batch),)):
                 if logit_members:
                     logits.update(y, probabilities=False)
-                    y = torch.softmax(y.float() / temperature, dim=1)
+                    y = tempered_softmax(y, temperature)
                 stats.update(y, probabilities=classes)
         mean = torch.softmax(logits.mean / temperature, dim=1) if logit_members else stats.mean
         parts = [mean, stats.std()]

@@ -1,5 +1,6 @@
 """Network architectures; build them by name with :func:`create_net`."""
 
+from ._common import release_scratch
 from .autoencoder import Autoencoder
 from .classifier import PatchClassifier
 from .msd import MSDNet, msd_parameter_count
@@ -11,4 +12,4 @@ from .unet3plus import UNet3Plus
 
 __all__ = ["Autoencoder", "NetBase", "PatchClassifier", "MSDNet", "RandomUNet", "SMSNet", "UNet", "UNet3Plus",
            "create_net", "list_nets", "msd_parameter_count", "net_class", "net_defaults", "register_net",
-           "sample_unet_spec"]
+           "release_scratch", "sample_unet_spec"]

@@ -81,3 +81,10 @@ def crop_center(y: torch.Tensor, spatial: tuple[int, ...]) -> torch.Tensor:
     """Undo :func:`pad_to_multiple`: the centred ``spatial`` window of ``y``."""
     starts = [(p - s) // 2 for p, s in zip(y.shape[2:], spatial)]
     return y[(slice(None), slice(None)) + tuple(slice(a, a + s) for a, s in zip(starts, spatial))]
+
+
+def release_scratch(net: nn.Module) -> None:
+    """Let go of the map buffers networks keep between calls (the lean MS-D's scratch pool)."""
+    for module in net.modules():
+        if hasattr(module, "release_scratch"):
+            module.release_scratch()

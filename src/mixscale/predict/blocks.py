@@ -19,13 +19,15 @@ import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from .._checks import check_bool, check_choice, check_device, check_fraction, check_int, check_shape
-from ..model import Model, cached_model
-from ..model.ensemble import file_sha256
+from .._files import file_sha256
+
+if TYPE_CHECKING:  # the model floor imports torch; workers and predict_blocks import it when they run
+    from ..model import Model
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +68,8 @@ class BlockJob:
 
         region = block_region(index, self.shape, self.block_shape)
         outer, inner = with_halo(region, self.shape, self.read_halo)
+        from ..model import cached_model
+
         model = cached_model(self.model, self.device)
         x = self._read(outer, model)
         if self.slice_axis is None:
@@ -242,6 +246,8 @@ def predict_blocks(model, image, output, *, slice_axis: int | None = None, chann
     device = check_device(device)
     out = check_output_address(output)
     path, image = str(Path(model).resolve()), _absolute_address(image)
+    from ..model import cached_model
+
     net_model = cached_model(path, device)
     net_model.require(per_patch=False, use="predict_blocks")
     net_model.warn_if_not_tile_exact()

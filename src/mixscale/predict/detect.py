@@ -7,11 +7,12 @@ writes the points CSV (:func:`mixscale.data.write_points_csv`).
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from ..model import Model
+if TYPE_CHECKING:
+    from ..model import Model
 
 logger = logging.getLogger(__name__)
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from .._checks import check_int
-from ..model import Model
+
+if TYPE_CHECKING:  # the model floor imports torch; importing predict (and so api) must not
+    from ..model import Model
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +60,7 @@ def predict_array(model: Model, array: np.ndarray, *, device: str = "cpu", slice
     if model.context_slices:
         raise ValueError("this is a 2.5D model (context slices as channels): predict block-wise, with an output "
                          "ending in .zarr (CLI: -o out.zarr --axis 0)")
-    x = model.prepare(array, slice_axis=slice_axis, channel_axis=channel_axis)
-    layout = model.layout(np.shape(array), slice_axis=slice_axis, channel_axis=channel_axis)
+    x, layout = model.prepare_with_layout(array, slice_axis=slice_axis, channel_axis=channel_axis)
     predictor = model.predictor(tta=tta, uncertainty=uncertainty)
     if tile_shape is not None:
         model.warn_if_not_tile_exact()

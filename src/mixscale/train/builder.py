@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -49,11 +48,7 @@ def check_run_dir(run_dir: Path, *, resume: bool) -> Path:
 
 def data_settings(config: TrainConfig) -> DataSettings:
     """The data section as plain values, with the task's row and the seed."""
-    values = config.data.model_dump()
-    names = {f.name for f in fields(DataSettings)} - {"task", "seed"}
-    if set(values) != names:  # a schema key without a settings field (or the reverse) is a bug here
-        raise RuntimeError(f"DataSettings and DataConfig disagree: {sorted(set(values) ^ names)}")
-    return DataSettings(task=get_task(config.task), seed=config.seed, **values)
+    return DataSettings(task=get_task(config.task), seed=config.seed, **config.data.model_dump())
 
 
 def build_data(config: TrainConfig) -> TrainingData:
@@ -112,14 +107,6 @@ def dry_run(module: MixscaleModule, data: TrainingData) -> None:
         module.training_loss(x[None], y[None])
 
 
-def training_hashes(config: TrainConfig) -> list[str]:
-    """SHA-256 of every training image array (so that calibration can refuse training images)."""
-    from ..data import array_sha256, read_image
-    from .settings import addresses
-
-    return [array_sha256(read_image(a)) for a in addresses(config.data.train_images)]
-
-
 def build_run(config: TrainConfig, *, resume: bool = False) -> TrainingRun:
     """Seed, read and check the data, build the network and module: a run ready for :func:`fit`.
 
@@ -137,7 +124,7 @@ def build_run(config: TrainConfig, *, resume: bool = False) -> TrainingRun:
     trainer["enable_progress_bar"] = t["progress_bar"]
     record = {"net_name": config.net.name, "task": get_task(config.task).model_task,
               "context_slices": config.data.context_slices, "slice_axis": config.data.slice_axis,
-              "train_config": config.model_dump(mode="json"), "train_data_sha256": training_hashes(config)}
+              "train_config": config.model_dump(mode="json"), "train_data_sha256": data.image_sha256}
     return TrainingRun(run_dir=run_dir, resume=resume, data=data, module=module, trainer=trainer,
                        early_stopping_patience=t["early_stopping_patience"],
                        monitor_lr=config.schedule.name != "none", batch_size=config.data.batch_size,

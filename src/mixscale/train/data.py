@@ -6,7 +6,7 @@ import logging
 
 import numpy as np
 
-from ..data import (Augmentation, Normalization, PatchDataset, PatchSampler, check_label_convention,
+from ..data import (Augmentation, Normalization, PatchDataset, PatchSampler, array_sha256, check_label_convention,
                     compute_normalization, pixel_split, prepare_labels, read_image, split_images)
 
 from .settings import DataSettings, TrainingData, addresses, to_channels_first
@@ -14,8 +14,12 @@ from .settings import DataSettings, TrainingData, addresses, to_channels_first
 logger = logging.getLogger(__name__)
 
 
-def load_pairs(images, labels, s: DataSettings) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Read image and label files; images become ``(C, *S)`` float32, labels ``(*S)`` int64 or ``(C, *S)``."""
+def load_pairs(images, labels, s: DataSettings, *, hashes: list | None = None) -> tuple[list[np.ndarray],
+                                                                                       list[np.ndarray]]:
+    """Read image and label files; images become ``(C, *S)`` float32, labels ``(*S)`` int64 or ``(C, *S)``.
+
+    ``hashes``, when given, receives the SHA-256 of every image array as read.
+    """
     reconstruct = s.task.targets == "inputs"  # targets are the images themselves: no label files
     img_paths = addresses(images)
     lab_paths = img_paths if reconstruct else addresses(labels)
@@ -24,6 +28,8 @@ def load_pairs(images, labels, s: DataSettings) -> tuple[list[np.ndarray], list[
     xs, ys = [], []
     for ip, lp in zip(img_paths, lab_paths):
         raw = np.asarray(read_image(ip))
+        if hashes is not None:
+            hashes.append(array_sha256(raw))
         x = to_channels_first(raw, channel_axis=s.channel_axis)
         y = raw if reconstruct else np.asarray(read_image(lp))
         if s.task.image_targets:
@@ -108,7 +114,8 @@ def build_training_data(s: DataSettings) -> TrainingData:
 
     For tasks whose targets are label maps or images; point targets: :mod:`mixscale.train.detection`.
     """
-    xs, ys = load_pairs(s.train_images, s.train_labels, s)
+    hashes: list[str] = []
+    xs, ys = load_pairs(s.train_images, s.train_labels, s, hashes=hashes)
     tx, ty, vx, vy = split_train_val(xs, ys, s)
     norm = compute_normalization(tx, channel_axis=0)
     target_norm = None
@@ -133,4 +140,4 @@ def build_training_data(s: DataSettings) -> TrainingData:
     out_channels = s.num_classes if s.task.targets == "labels" else ty[0].shape[0]
     names = s.class_names or ([f"class_{i}" for i in range(s.num_classes)] if s.num_classes else None)
     return TrainingData(train, val, in_channels, out_channels, norm.to_dict(),
-                        target_norm.to_dict() if target_norm else None, names)
+                        target_norm.to_dict() if target_norm else None, names, hashes)

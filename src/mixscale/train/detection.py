@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..data import Augmentation, PointPatchDataset, compute_normalization, read_image, read_points_csv, split_images
+from ..data import (Augmentation, PointPatchDataset, array_sha256, compute_normalization, read_image, read_points_csv,
+                    split_images)
 
 from .settings import DataSettings, TrainingData, addresses, to_channels_first
 
@@ -39,8 +40,12 @@ def _check_inside(points: np.ndarray, shape, points_path, image_path) -> None:
                          f"spatial shape {tuple(shape)}, e.g. line {k + 2}: {points[k].tolist()}")
 
 
-def load_detection_data(images, points, s: DataSettings) -> tuple[list[np.ndarray], list, list]:
-    """Images ``(C, *S)`` float32 with their points and classes, checked against each other."""
+def load_detection_data(images, points, s: DataSettings, *, hashes: list | None = None) -> tuple[list[np.ndarray],
+                                                                                                list, list]:
+    """Images ``(C, *S)`` float32 with their points and classes, checked against each other.
+
+    ``hashes``, when given, receives the SHA-256 of every image array as read.
+    """
     img_paths, pts_paths = addresses(images), addresses(points)
     if len(img_paths) != len(pts_paths):
         raise ValueError(f"{len(img_paths)} image entries but {len(pts_paths)} points files; task 'detection' "
@@ -48,7 +53,10 @@ def load_detection_data(images, points, s: DataSettings) -> tuple[list[np.ndarra
     xs, ps, cs = [], [], []
     for ip, pp in zip(img_paths, pts_paths):
         pts, cls = read_points_csv(pp, spatial_dims=s.spatial_dims)  # cheap checks before reading the image
-        x = to_channels_first(np.asarray(read_image(ip)), channel_axis=s.channel_axis)
+        raw = np.asarray(read_image(ip))
+        if hashes is not None:
+            hashes.append(array_sha256(raw))
+        x = to_channels_first(raw, channel_axis=s.channel_axis)
         if x.ndim - 1 != s.spatial_dims:
             raise ValueError(f"image {ip} has shape {x.shape[1:]} (after the channel axis); task 'detection' needs "
                              f"exactly spatial_dims={s.spatial_dims} spatial axes per image file")
@@ -160,7 +168,8 @@ class PointEpochs(Dataset):
 
 def build_detection_data(s: DataSettings):
     """Read, check and split images and points; wrap them in point-patch datasets (normalised on the fly)."""
-    xs, ps, cs = load_detection_data(s.train_images, s.train_points, s)
+    hashes: list[str] = []
+    xs, ps, cs = load_detection_data(s.train_images, s.train_points, s, hashes=hashes)
     num_classes = count_classes(cs, s)
     tx, tp, tc, vx, vp, vc = split_detection(xs, ps, cs, s)
     top_val = max((int(c.max()) for c in vc if len(c)), default=0)
@@ -194,4 +203,4 @@ def build_detection_data(s: DataSettings):
                 len(train), train.class_counts().tolist(), len(val))
     names = s.class_names or (["background"] + (["object"] if num_classes == 2 else
                                                  [f"class_{k}" for k in range(1, num_classes)]))
-    return TrainingData(train, val, xs[0].shape[0], num_classes, norm.to_dict(), None, list(names))
+    return TrainingData(train, val, xs[0].shape[0], num_classes, norm.to_dict(), None, list(names), hashes)

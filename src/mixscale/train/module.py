@@ -8,7 +8,7 @@ from torch import nn
 
 from .._checks import check_choice
 from ..metrics import confusion_summary
-from ..model.ensemble import release_scratch
+from ..nets import release_scratch
 from ..tasks import get_task
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}

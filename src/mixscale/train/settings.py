@@ -7,7 +7,7 @@ search or a test can drive it without a config file.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +63,7 @@ class TrainingData:
     normalization: dict
     target_normalization: dict | None
     class_names: list[str] | None
+    image_sha256: list[str] = field(default_factory=list)  # of each training image array, as read
 
 
 def addresses(value) -> list[str]:

@@ -40,8 +40,7 @@ def collect_logits(model, arrays, labels, *, slice_axis: int | None = None, chan
 
     per_image, targets = [], []
     for array, label in zip(arrays, labels):
-        x = model.prepare(array, slice_axis=slice_axis, channel_axis=channel_axis)
-        layout = model.layout(np.shape(array), slice_axis=slice_axis, channel_axis=channel_axis)
+        x, layout = model.prepare_with_layout(array, slice_axis=slice_axis, channel_axis=channel_axis)
         label = np.asarray(label)
         if label.shape != layout.spatial_shape:
             raise ValueError(f"labels of shape {label.shape} do not match the image's spatial shape "
