@@ -1,14 +1,22 @@
 """ISBI 2012 EM membranes: an ensemble of MS-D members against each member, with calibration and sets.
 
-Trains ``--members`` MS-D networks (different seeds, the same time budget each) on
-slices 0-16 (validation 17-19), combines them into one ensemble file, calibrates
-every model (temperature by NLL, then split-conformal LAC sets) on slices 17-19,
-and reports on the held-out slices 20-29, for each member and for the ensemble:
-pixel error, membrane F1, NLL, ECE before and after temperature scaling, the
-AUROC of the predictive entropy against the pixel error, and the coverage and
-mean size of the conformal sets.
+Trains ``--members`` MS-D networks (different seeds, the same budget each: ``--epochs``
+of 16 optimiser steps, or ``--minutes`` of wall clock) on slices 0-16 (validation
+17-19) and combines them into one ensemble file. Every model (each member and the
+ensemble) is then judged on the held-out slices 20-29: pixel error, membrane F1, NLL,
+ECE, the AUROC of the predictive entropy against the pixel error, and, calibrated two
+ways, the ECE after temperature scaling and the coverage and mean size of LAC sets at
+alpha 0.1:
 
-    .venv/bin/python examples/isbi2012_uncertainty.py --data ../shared/data/isbi2012_em --minutes 3
+- ``shifted``: calibrated on the validation slices 17-19, judged on all of 20-29 (the
+  slices are not exchangeable, so the coverage guarantee does not apply);
+- ``exchangeable``: calibrated on a random half of the labelled pixels of 20-29,
+  judged on the other half (the guarantee applies).
+
+Figures (``--out``): the ensemble's reliability diagram before and after scaling, and
+its uncertainty panel on slice 20 (input | prediction | entropy | mutual information).
+
+    .venv/bin/python examples/isbi2012_uncertainty.py --data ../shared/data/isbi2012_em --epochs 60
 
 The data are not part of the repository (see ../shared/data/README.md).
 """
@@ -18,10 +26,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 from pathlib import Path
-
-import sys
 
 import numpy as np
 
@@ -31,11 +38,17 @@ from isbi2012 import CLASSES, prepare  # noqa: E402  (the same stacks and split 
 from mixscale import api  # noqa: E402
 from mixscale.data import read_image  # noqa: E402
 from mixscale.infer.conformal import prediction_sets  # noqa: E402
-from mixscale.metrics.calibration import auroc, expected_calibration_error, negative_log_likelihood  # noqa: E402
+from mixscale.metrics.calibration import (auroc, expected_calibration_error, negative_log_likelihood,  # noqa: E402
+                                          reliability)
+from mixscale.viz import plot_reliability_diagram, plot_uncertainty_panel  # noqa: E402
+
+STEPS_PER_EPOCH = 16  # samples_per_epoch 32 / batch_size 2
 
 
-def config(paths: dict[str, str], run_dir: Path, members: int, minutes: float) -> dict:
-    budget = time.strftime("00:%H:%M:%S", time.gmtime(minutes * 60))
+def config(paths: dict[str, str], run_dir: Path, members: int, epochs: int | None, minutes: float | None) -> dict:
+    trainer = {"max_epochs": epochs or 100000, "progress_bar": False}
+    if minutes:
+        trainer["max_time"] = time.strftime("00:%H:%M:%S", time.gmtime(minutes * 60))
     return {
         "version": 1, "task": "segmentation", "run_dir": str(run_dir), "seed": 0,
         "data": {"train_images": paths["train_images"], "train_labels": paths["train_labels"],
@@ -44,30 +57,65 @@ def config(paths: dict[str, str], run_dir: Path, members: int, minutes: float) -
                  "samples_per_epoch": 32, "val_samples": 16, "batch_size": 2},
         "net": {"name": "msd", "depth": 100, "width": 1}, "loss": {"ce": 1.0, "dice": 1.0},
         "optim": {"name": "adam", "lr": 1e-3},
-        "trainer": {"max_epochs": 100000, "max_time": budget, "progress_bar": False},
+        "trainer": trainer,
         "ensemble": {"members": members},
     }
 
 
-def judge(model: str, paths: dict[str, str], out: Path) -> dict[str, float]:
-    """Every figure of one model (file) on the test slices, calibrated on the validation slices."""
-    truth = np.asarray(read_image(paths["test_labels"])).astype(np.int64)
-    probs = api.predict(model, paths["test_images"], slice_axis=0, probabilities=True)
+def entropy_of(probs: np.ndarray) -> np.ndarray:
+    """Predictive entropy (nats) of class probabilities ``(C, *spatial)``."""
+    return -(np.where(probs > 0, probs * np.log(np.maximum(probs, 1e-30)), 0)).sum(0)
+
+
+def calibrated_figures(model: str, images, labels, judged: np.ndarray, out: Path, name: str) -> dict:
+    """Calibrate ``model`` on (images, labels), predict the test slices with it, judge on ``judged`` labels."""
+    calibrated = out / f"{name}.safetensors"
+    record = api.calibrate(model, images, labels, calibrated, alpha=0.1, slice_axis=0, overwrite=True)
+    scaled = api.predict(calibrated, TEST["images"], slice_axis=0, probabilities=True)
+    sets = prediction_sets(scaled, record["conformal"]["threshold"], score="lac").numpy()
+    keep = judged >= 0
+    covered = np.take_along_axis(sets, np.maximum(judged, 0)[None], 0)[0]
+    return {"temperature": record["temperature"], "ece_scaled": expected_calibration_error(scaled, judged),
+            "nll_scaled": negative_log_likelihood(scaled, judged), "coverage": float(covered[keep].mean()),
+            "mean_set_size": float(sets.sum(0)[keep].mean()), "_scaled": scaled}
+
+
+def judge(model: str, paths: dict[str, str], out: Path, half: np.ndarray) -> dict:
+    """Every figure of one model file on the test slices (see the module docstring)."""
+    truth = TEST["labels"]
+    probs = api.predict(model, TEST["images"], slice_axis=0, probabilities=True)
     pred = probs.argmax(0)
     report = api.evaluate(pred.astype(np.uint8), truth, num_classes=2, class_names=CLASSES)
-    entropy = -(np.where(probs > 0, probs * np.log(probs), 0)).sum(0)
-    calibrated = out / (Path(model).stem + "_calibrated.safetensors")
-    record = api.calibrate(model, paths["val_images"], paths["val_labels"], calibrated, alpha=0.1, slice_axis=0,
-                           overwrite=True)
-    scaled = api.predict(calibrated, paths["test_images"], slice_axis=0, probabilities=True)
-    members = prediction_sets(scaled, record["conformal"]["threshold"], score="lac").numpy()
-    covered = np.take_along_axis(members, truth[None], 0)[0]
-    return {"pixel_error": 1 - report["accuracy"], "membrane_f1": report["per_class"]["membrane"]["f1"],
-            "nll": negative_log_likelihood(probs, truth), "ece": expected_calibration_error(probs, truth),
-            "temperature": record["temperature"], "ece_scaled": expected_calibration_error(scaled, truth),
-            "nll_scaled": negative_log_likelihood(scaled, truth),
-            "auroc_entropy": auroc(entropy, pred != truth), "coverage": float(covered.mean()),
-            "mean_set_size": float(members.sum(0).mean())}
+    stem = Path(model).parent.name if Path(model).name == "model.safetensors" else Path(model).stem
+    shifted = calibrated_figures(model, paths["val_images"], paths["val_labels"], truth, out, f"{stem}_shifted")
+    exch = calibrated_figures(model, TEST["images"], np.where(half, truth, -1), np.where(half, -1, truth), out,
+                              f"{stem}_exchangeable")
+    row = {"pixel_error": 1 - report["accuracy"], "membrane_f1": report["per_class"]["membrane"]["f1"],
+           "nll": negative_log_likelihood(probs, truth), "ece": expected_calibration_error(probs, truth),
+           "auroc_entropy": auroc(entropy_of(probs), pred != truth)}
+    row.update({f"{k}_shifted": v for k, v in shifted.items() if not k.startswith("_")})
+    row.update({f"{k}_exch": v for k, v in exch.items() if not k.startswith("_")})
+    row["_probs"], row["_scaled_exch"] = probs, exch["_scaled"]
+    return row
+
+
+def ensemble_figures(ensemble: str, row: dict, half: np.ndarray, out: Path) -> dict:
+    """Reliability diagrams before/after scaling and the uncertainty panel of slice 20; MI's AUROC."""
+    truth = TEST["labels"]
+    judged = np.where(half, -1, truth)
+    plot_reliability_diagram(reliability(row["_probs"], judged), out / "reliability_ensemble.png",
+                             title="ensemble, slices 20-29")
+    plot_reliability_diagram(reliability(row["_scaled_exch"], judged), out / "reliability_ensemble_scaled.png",
+                             title="ensemble, temperature-scaled")
+    maps = api.predict(ensemble, TEST["images"], slice_axis=0, uncertainty=True)
+    plot_uncertainty_panel(TEST["images"][0], maps["labels"][0], maps["entropy"][0], maps["mutual_info"][0],
+                           out / "uncertainty_panel_slice20.png", num_classes=2)
+    error = row["_probs"].argmax(0) != truth
+    return {"auroc_mutual_info": auroc(np.asarray(maps["mutual_info"], np.float64), error),
+            "auroc_std": auroc(np.asarray(maps["prob_std"], np.float64).max(0), error)}
+
+
+TEST: dict[str, np.ndarray] = {}
 
 
 def main() -> None:
@@ -75,27 +123,40 @@ def main() -> None:
     parser.add_argument("--data", default="../shared/data/isbi2012_em")
     parser.add_argument("--out", default="runs/isbi2012_uncertainty")
     parser.add_argument("--members", type=int, default=5)
-    parser.add_argument("--minutes", type=float, default=3.0, help="training budget per member")
+    parser.add_argument("--epochs", type=int, default=60, help=f"training budget per member ({STEPS_PER_EPOCH} "
+                        "steps each)")
+    parser.add_argument("--minutes", type=float, default=None, help="wall-clock budget per member instead")
+    parser.add_argument("--seed", type=int, default=0, help="of the calibration/test split of the test pixels")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     paths = prepare(Path(args.data), out / "data")
+    TEST["images"] = np.asarray(read_image(paths["test_images"]))
+    TEST["labels"] = np.asarray(read_image(paths["test_labels"])).astype(np.int64)
+    half = np.random.default_rng(args.seed).random(TEST["labels"].shape) < 0.5
     run_dir = out / "run"
     t0 = time.perf_counter()
-    result = api.train(config(paths, run_dir, args.members, args.minutes), resume=run_dir.exists())
+    epochs = None if args.minutes else args.epochs
+    result = api.train(config(paths, run_dir, args.members, epochs, args.minutes), resume=run_dir.exists())
     train_s = time.perf_counter() - t0
-    rows = {f"member_{i}": judge(str(run_dir / f"member_{i}" / "model.safetensors"), paths, out)
+    rows = {f"member_{i}": judge(str(run_dir / f"member_{i}" / "model.safetensors"), paths, out, half)
             for i in range(args.members)}
-    rows["ensemble"] = judge(str(result.model_path), paths, out)
-    mean_member = {k: float(np.mean([rows[f"member_{i}"][k] for i in range(args.members)])) for k in rows["ensemble"]}
-    rows["mean_member"] = mean_member
-    (out / "results.json").write_text(json.dumps({"train_s": train_s, "rows": rows}, indent=2))
+    rows["ensemble"] = judge(str(result.model_path), paths, out, half)
+    extra = ensemble_figures(str(result.model_path), rows["ensemble"], half, out)
+    rows = {name: {k: v for k, v in r.items() if not k.startswith("_")} for name, r in rows.items()}
     keys = list(rows["ensemble"])
-    print(f"{'model':<13}" + "".join(f"{k:>15}" for k in keys))
+    rows["mean_member"] = {k: float(np.mean([rows[f"member_{i}"][k] for i in range(args.members)])) for k in keys}
+    ratio = rows["ensemble"]["nll"] / rows["mean_member"]["nll"]
+    (out / "results.json").write_text(json.dumps({"train_s": train_s, "epochs": epochs, "minutes": args.minutes,
+                                                  "rows": rows, "ensemble_extra": extra, "nll_ratio": ratio},
+                                                 indent=2))
+    print("| model | " + " | ".join(keys) + " |")
+    print("|---" * (len(keys) + 1) + "|")
     for name, r in rows.items():
-        print(f"{name:<13}" + "".join(f"{r[k]:>15.4f}" for k in keys))
-    print(f"ensemble NLL / mean member NLL: {rows['ensemble']['nll'] / mean_member['nll']:.3f} "
-          f"(training {train_s:.0f} s for {args.members} members)")
+        print(f"| {name} | " + " | ".join(f"{r[k]:.4f}" for k in keys) + " |")
+    print(f"ensemble NLL / mean member NLL: {ratio:.3f}; ensemble AUROC of MI {extra['auroc_mutual_info']:.4f}, "
+          f"of max std {extra['auroc_std']:.4f} (training {train_s:.0f} s for {args.members} members)")
 
 
 if __name__ == "__main__":
