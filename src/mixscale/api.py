@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ._checks import check_choice, check_device
+from ._checks import check_choice, check_device, not_allowed
 from .predict.blocks import predict_blocks
 
 __all__ = ["calibrate", "detect", "ensemble", "evaluate", "flatten_scalars", "info", "predict", "predict_blocks", "train", "write_metrics"]
@@ -115,7 +115,7 @@ def predict(model, image, output=None, *, device: str = "cpu", slice_axis: int |
             probabilities: bool = False, overwrite: bool = False, channel_axis: int | None = None,
             tile_shape: Sequence[int] | int | None = None, overlap: float = 0.25,
             blend: str = "gaussian", tta: bool = False, uncertainty: bool = False, sets: bool = False,
-            **block_options):
+            risk_mask: bool = False, lower_bound: Sequence[float] | None = None, **block_options):
     """Apply a model file (or an ensemble file) to an image, a stack or a volume.
 
     An ``output`` zarr store (``*.zarr``) switches to block-wise prediction with
@@ -164,6 +164,14 @@ def predict(model, image, output=None, *, device: str = "cpu", slice_axis: int |
     sets : bool
         Conformal prediction sets of a calibrated model (:func:`calibrate`): ``sets`` (a
         bitmask, bit ``y`` for class ``y``) and ``set_size``; needs a ``.zarr`` output or none.
+    risk_mask : bool
+        The class mask of a model calibrated with conformal risk control (``calibrate(...,
+        fnr_class=...)``): ``risk_mask`` where ``p_c >= 1 - lambda``, so that the expected share
+        of the class's pixels it misses is at most the calibrated ``fnr_alpha``.
+    lower_bound : (k, threshold), optional
+        ``lower_bound`` ``(K, *spatial)`` uint8: class ``c`` where ``mean - k * std >
+        threshold`` over an ensemble's members (or the transforms, with ``tta``); ``std``
+        is the members' spread (ddof=1), so the rule means the same for any number of members.
 
     Returns
     -------
@@ -180,20 +188,22 @@ def predict(model, image, output=None, *, device: str = "cpu", slice_axis: int |
         summary = predict_blocks(model, image, output, device=device, slice_axis=slice_axis, batch_size=batch_size,
                                  probabilities=probabilities, overwrite=overwrite, channel_axis=channel_axis,
                                  tile_shape=tile_shape, overlap=overlap, blend=blend, tta=tta,
-                                 uncertainty=uncertainty, sets=sets, **block_options)
+                                 uncertainty=uncertainty, sets=sets, risk_mask=risk_mask,
+                                 lower_bound=lower_bound, **block_options)
         return _open_block_result(summary)
     if block_options:
         raise TypeError(f"unknown argument(s) {sorted(block_options)}: block-wise options need a .zarr output")
     device = check_device(device)
-    if (uncertainty or sets) and output is not None:
-        raise ValueError(f"output={str(output)!r}: uncertainty and set arrays are written to a zarr store; give an "
+    if (uncertainty or sets or risk_mask or lower_bound is not None) and output is not None:
+        raise ValueError(f"output={str(output)!r}: uncertainty, set and mask arrays are written to a zarr store; give an "
                          "output ending in .zarr, or none to get them as arrays")
     if output is not None and not overwrite and output_exists(str(output)):
         raise FileExistsError(f"output {output} exists; pass overwrite=True (CLI: --overwrite) to replace it")
     loaded = open_model(model, device=device)
     result = predict_array(loaded, _read_array(image), device=device, slice_axis=slice_axis, batch_size=batch_size,
                            probabilities=probabilities, channel_axis=channel_axis, tile_shape=tile_shape,
-                           overlap=overlap, blend=blend, tta=tta, uncertainty=uncertainty, sets=sets)
+                           overlap=overlap, blend=blend, tta=tta, uncertainty=uncertainty, sets=sets,
+                           risk_mask=risk_mask, lower_bound=lower_bound)
     if output is not None:
         write_image(str(output), result, overwrite=overwrite)
         logger.info("prediction written to %s (%s, %s)", output, result.shape, result.dtype)
@@ -248,7 +258,8 @@ def calibrate(model, images, labels, output, *, alpha: float | None = 0.1, score
               per_class: bool = False, temperature: bool = True, label_convention: str = "dense",
               ignore_index: int = -1, slice_axis: int | None = None, channel_axis: int | None = None,
               min_count: int = 10, seed: int = 0, allow_training_images: bool = False, overwrite: bool = False,
-              device: str = "cpu", **score_options) -> dict:
+              device: str = "cpu", fnr_class: int | str | None = None, fnr_alpha: float = 0.1,
+              fnr_tile: Sequence[int] | int | None = None, **score_options) -> dict:
     """Calibrate a model (or ensemble) file on labelled images: temperature and conformal sets.
 
     Parameters
@@ -269,6 +280,15 @@ def calibrate(model, images, labels, output, *, alpha: float | None = 0.1, score
     label_convention : {"dense", "scribble"}
     allow_training_images : bool
         Calibrating on training images breaks the guarantee; refused unless this is set.
+    fnr_class : int or str, optional
+        Also calibrate a mask of this class (index or name) by conformal risk control:
+        ``predict(..., risk_mask=True)`` then marks ``p_c >= 1 - lambda``, missing on average
+        at most ``fnr_alpha`` of the class's pixels of a new image (or tile).
+    fnr_alpha : float in (0, 1)
+    fnr_tile : int or sequence of int, optional
+        Risk control over tiles of this shape rather than over whole images (slices).
+    **score_options
+        ``randomized=True`` (APS, RAPS), ``lam`` and ``k_reg`` (RAPS).
 
     Returns
     -------
@@ -302,10 +322,23 @@ def calibrate(model, images, labels, output, *, alpha: float | None = 0.1, score
                              "(or allow_training_images=True, CLI --allow-training-images, to do it anyway)")
     record = fit(loaded, arrays, targets, alpha=alpha, score=score, per_class=per_class, temperature=temperature,
                  min_count=min_count, seed=seed, slice_axis=slice_axis, channel_axis=channel_axis,
-                 ignore_index=ignore_index, device=device, score_options=score_options)
+                 ignore_index=ignore_index, device=device, score_options=score_options,
+                 fnr_class=_class_index(loaded, fnr_class), fnr_alpha=fnr_alpha, fnr_tile=fnr_tile)
     write_calibrated(model, output, record)
     logger.info("calibrated model written to %s", output)
     return record
+
+
+def _class_index(model, name) -> int | None:
+    """A class given by index or by name -> its index (None stays None)."""
+    if name is None or isinstance(name, int):
+        return name
+    names = model.class_names or []
+    if str(name).isdigit():
+        return int(name)
+    if name not in names:
+        raise not_allowed("fnr_class", name, f"a class index or one of the model's class names {names}")
+    return names.index(name)
 
 
 def _as_list(value) -> list:

@@ -6,6 +6,7 @@ import torch
 
 from mixscale.model import Model, ModelInfo, cached_model, label_dtype, save_model
 from mixscale.nets import create_net
+from mixscale.request import OutputRequest
 
 
 def _model(task="segmentation", *, in_channels=1, out_channels=3, context_slices=0, spatial_dims=2, **info):
@@ -61,9 +62,9 @@ def test_segmentation_predictor_gives_probabilities_and_finish_gives_labels():
     ref = np.exp(logits - logits.max(0)) / np.exp(logits - logits.max(0)).sum(0)
     np.testing.assert_allclose(probs, ref, atol=1e-6)
     assert np.array_equal(model.finish(probs), ref.argmax(0)) and model.finish(probs).dtype == np.uint8
-    outputs = model.outputs(probs, probabilities=True)
+    outputs = model.outputs(probs, OutputRequest(probabilities=True))
     assert set(outputs) == {"labels", "probabilities"} and outputs["probabilities"].dtype == np.float16
-    assert [(a.name, a.dtype) for a in model.output_arrays(probabilities=True)] == [
+    assert [(a.name, a.dtype) for a in model.output_arrays(OutputRequest(probabilities=True))] == [
         ("labels", "uint8"), ("probabilities", "float16")]
 
 

@@ -57,6 +57,12 @@ def _add_predict(sub) -> None:
     p.add_argument("--sets", action="store_true",
                    help="also write conformal prediction sets (bitmask) and set_size; needs a model calibrated "
                         "with 'mixscale calibrate' and a .zarr output")
+    p.add_argument("--risk-mask", action="store_true",
+                   help="also write risk_mask, the class mask calibrated with 'mixscale calibrate --fnr-class' "
+                        "(its mean false-negative rate is controlled); needs a .zarr output")
+    p.add_argument("--lower-bound", type=float, nargs=2, default=None, metavar=("K", "T"),
+                   help="also write lower_bound: class c where mean - K * std > T over an ensemble's members "
+                        "(or the --tta transforms); needs a .zarr output")
     g = p.add_argument_group("block-wise prediction (output *.zarr)")
     g.add_argument("--block-shape", type=int, nargs="+", default=None, metavar="N",
                    help="output block (= zarr shard) per spatial axis (default: a few slices x the plane, "
@@ -97,6 +103,13 @@ def _add_calibrate(sub) -> None:
     _add_slice_axis(p, "for a 2D model on a stack: the slicing axis")
     p.add_argument("--allow-training-images", action="store_true", help="calibrate on training images anyway")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--randomized", action="store_true", help="randomised APS/RAPS scores (coverage exactly 1 - alpha)")
+    g = p.add_argument_group("conformal risk control of a class mask (predict --risk-mask)")
+    g.add_argument("--fnr-class", default=None, metavar="CLASS",
+                   help="class (name or index) whose mask p >= 1 - lambda keeps a mean false-negative rate")
+    g.add_argument("--fnr-alpha", type=float, default=0.1, help="the false-negative rate to keep to (default 0.1)")
+    g.add_argument("--fnr-tile", type=int, nargs="+", default=None, metavar="N",
+                   help="control the rate over tiles of this shape instead of whole images (slices)")
 
 
 def _add_evaluate(sub) -> None:
@@ -174,7 +187,8 @@ def _cmd_predict(args) -> None:
                   overwrite=args.overwrite, channel_axis=args.channel_axis, overlap=args.overlap, blend=args.blend,
                   tta=args.tta, tile_shape=_one_or_tuple(args.tile_shape))
     if args.output.rstrip("/").endswith(".zarr"):
-        common.update(uncertainty=args.uncertainty, sets=args.sets)
+        common.update(uncertainty=args.uncertainty, sets=args.sets, risk_mask=args.risk_mask,
+                      lower_bound=args.lower_bound)
         s = api.predict_blocks(args.model, args.input, args.output, **common, scheduler=args.scheduler,
                                block_shape=_one_or_tuple(args.block_shape), blocks_in_flight=args.blocks_in_flight,
                                num_parts=args.num_parts, part_id=args.part_id, progress=not args.no_progress)
@@ -188,8 +202,9 @@ def _cmd_predict(args) -> None:
             raise ValueError(f"{flag} needs a .zarr output (block-wise prediction)")
     if args.num_parts != 1 or args.part_id != 0:
         raise ValueError("--num-parts/--part-id need a .zarr output (block-wise prediction)")
-    if args.uncertainty or args.sets:
-        raise ValueError("--uncertainty and --sets need a .zarr output (they write several arrays)")
+    if args.uncertainty or args.sets or args.risk_mask or args.lower_bound:
+        raise ValueError("--uncertainty, --sets, --risk-mask and --lower-bound need a .zarr output (they write "
+                         "several arrays)")
     out = api.predict(args.model, args.input, args.output, **common)
     print(f"wrote {args.output}: shape {out.shape}, {out.dtype} ({time.perf_counter() - t0:.1f} s)")
 
@@ -207,10 +222,16 @@ def _cmd_calibrate(args) -> None:
     r = api.calibrate(args.model, args.images, args.labels, args.output, alpha=args.alpha, score=args.score,
                       per_class=args.per_class, temperature=not args.no_temperature,
                       label_convention=args.label_convention, slice_axis=args.slice_axis,
-                      allow_training_images=args.allow_training_images, overwrite=args.overwrite)
+                      allow_training_images=args.allow_training_images, overwrite=args.overwrite,
+                      fnr_class=args.fnr_class, fnr_alpha=args.fnr_alpha, fnr_tile=_one_or_tuple(args.fnr_tile),
+                      **({"randomized": True} if args.randomized else {}))
     c = r["conformal"]
     print(f"wrote {args.output}: temperature {r['temperature']:.4f}; {c['score']} sets at alpha {c['alpha']} from "
           f"{c['n']} pixels, threshold {c['threshold']}")
+    if "risk" in r:
+        k = r["risk"]
+        print(f"risk control of class {k['class']}: mask p >= 1 - {k['lambda']:.4f}, mean false-negative rate <= "
+              f"{k['alpha']} over {k['n']} {k['unit']}s")
 
 
 def _cmd_detect(args) -> None:

@@ -100,8 +100,56 @@ def _classes_first(probs) -> torch.Tensor:
     return p.to(torch.float64)
 
 
+def pixel_uniforms(shape, *, region=None, seed: int = 0) -> torch.Tensor:
+    """One U[0, 1) number per pixel, a hash of the pixel's global coordinates and ``seed``: ``shape`` float64.
+
+    Randomised scores at prediction time draw their ``u`` here, so a block, a tile or a
+    slice gets the numbers the whole image would give at the same pixels (block-wise
+    prediction equals in-memory prediction, and a resumed store equals a fresh one).
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Spatial shape of the array the numbers are for.
+    region : tuple of slice, optional
+        Where that array lies in the whole image (default: at the origin). It may have
+        more axes than ``shape`` when the extra ones have length 1 (one slice of a volume).
+    seed : int
+
+    Examples
+    --------
+    >>> whole = pixel_uniforms((4, 5), seed=3)
+    >>> part = pixel_uniforms((2, 2), region=(slice(1, 3), slice(2, 4)), seed=3)
+    >>> bool(torch.equal(whole[1:3, 2:4], part))
+    True
+    """
+    import numpy as np
+
+    shape = tuple(int(v) for v in shape)
+    region = tuple(slice(0, n) for n in shape) if region is None else tuple(region)
+    lengths = tuple(r.stop - r.start for r in region)
+    if tuple(v for v in lengths if v != 1) != tuple(v for v in shape if v != 1):
+        raise ValueError(f"region {region} does not hold an array of shape {shape}")
+    grids = np.meshgrid(*[np.arange(r.start, r.stop, dtype=np.uint64) for r in region], indexing="ij")
+    h = np.full(lengths, np.uint64(check_int("seed", seed, minimum=0)), dtype=np.uint64)
+    for coordinate in grids:
+        h = _splitmix64(h ^ coordinate)
+    return torch.from_numpy(((h >> np.uint64(11)).astype(np.float64) * 2.0 ** -53).reshape(shape))
+
+
+def _splitmix64(x):
+    """The SplitMix64 finaliser on a uint64 array (wrapping arithmetic)."""
+    import numpy as np
+
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
 def class_scores(probs, *, score: str = "lac", generator: torch.Generator | None = None,
-                 randomized: bool = False, lam: float = 0.01, k_reg: int = 1) -> torch.Tensor:
+                 randomized: bool = False, lam: float = 0.01, k_reg: int = 1,
+                 uniforms: torch.Tensor | None = None) -> torch.Tensor:
     """The score ``s(x, y)`` of every class ``y`` at every pixel: ``(K, *spatial)`` float64.
 
     Parameters
@@ -112,20 +160,27 @@ def class_scores(probs, *, score: str = "lac", generator: torch.Generator | None
     randomized : bool
         APS/RAPS: subtract ``u * p_y`` with ``u ~ U(0, 1)`` (exact coverage instead of at least).
     generator : torch.Generator, optional
-        For the randomisation.
+        For the randomisation (when ``uniforms`` is not given).
+    uniforms : (*spatial) tensor, optional
+        The ``u`` of every pixel (for example :func:`pixel_uniforms`).
     lam, k_reg : float, int
         RAPS: penalty ``lam * max(0, rank(y) - k_reg)``, ``rank`` 1 for the most likely class.
     """
     check_choice("score", score, SCORES)
     p = _classes_first(probs)
     if score == "lac":
+        if randomized:
+            raise not_allowed("randomized", randomized, "False for score='lac' (only aps and raps are randomised)")
         return 1.0 - p
     order = torch.argsort(p, dim=0, descending=True, stable=True)
     sorted_p = torch.gather(p, 0, order)
     cumulative = torch.cumsum(sorted_p, dim=0)
     s = torch.empty_like(p).scatter_(0, order, cumulative)  # mass of classes ranked up to y, y included
     if randomized:
-        u = torch.rand(p.shape[1:], generator=generator, dtype=torch.float64)
+        u = (torch.rand(p.shape[1:], generator=generator, dtype=torch.float64) if uniforms is None
+             else torch.as_tensor(uniforms, dtype=torch.float64))
+        if tuple(u.shape) != tuple(p.shape[1:]):
+            raise ValueError(f"uniforms of shape {tuple(u.shape)} do not match probs of shape {tuple(p.shape)}")
         s = s - u * p
     if score == "raps":
         check_float("lam", lam, minimum=0)

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..tasks import Task, get_task
 from .file import ModelInfo, load_model
+from ..request import OutputRequest
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +141,14 @@ class Model:
                              "a calibrated model (mixscale calibrate MODEL IMAGES LABELS -o calibrated.safetensors)")
         return found
 
+    def risk(self) -> dict:
+        """The conformal risk control of a class mask; a clear error when the model has none."""
+        found = self.calibration.get("risk")
+        if not found:
+            raise ValueError(f"{self.source or 'the model'} has no risk-controlled mask: calibrate it with a class "
+                             "(mixscale calibrate MODEL IMAGES LABELS --fnr-class NAME -o calibrated.safetensors)")
+        return found
+
     # -- input ---------------------------------------------------------------------
     def layout(self, shape, *, slice_axis: int | None = None, channel_axis: int | None = None) -> InputLayout:
         """Check an input of ``shape`` against the model; a clear ``ValueError`` otherwise.
@@ -246,61 +255,83 @@ class Model:
         """Raw outputs already in target units (statistics over members are taken there)."""
         return uncertainty
 
-    def finish(self, raw: np.ndarray, *, probabilities: bool = False, uncertainty: bool = False,
-               sets: bool = False):
+    def finish(self, raw: np.ndarray, request: OutputRequest = OutputRequest(), *, region=None):
         """The predictor's ``(K, *spatial)`` output -> what a user gets.
 
         Labels ``(*spatial)`` (uint8, uint16 above 256 classes) or with
-        ``probabilities`` the class probabilities ``(K, *spatial)`` float32; for image
-        tasks the output in the target's units, ``(*spatial)`` when K = 1. With
-        ``uncertainty``: the dict of :meth:`outputs`.
+        ``request.probabilities`` the class probabilities ``(K, *spatial)`` float32; for
+        image tasks the output in the target's units, ``(*spatial)`` when K = 1. When the
+        request asks for more (uncertainty, sets, masks): the dict of :meth:`outputs`.
         """
-        if uncertainty or sets:
-            return self.outputs(raw, probabilities=probabilities, uncertainty=uncertainty, sets=sets)
+        if request.dict_output:
+            return self.outputs(raw, request, region=region)
         raw = raw[: self.out_channels]
         if self.task.image_targets:
             return self._denormalize(raw, final=self._final_units(False))
-        if probabilities:
+        if request.probabilities:
             return raw.astype(np.float32)
         return raw.argmax(0).astype(label_dtype(raw.shape[0]))
 
-    def outputs(self, raw: np.ndarray, *, probabilities: bool = False, uncertainty: bool = False,
-                sets: bool = False) -> dict[str, np.ndarray]:
+    def outputs(self, raw: np.ndarray, request: OutputRequest = OutputRequest(), *,
+                region=None) -> dict[str, np.ndarray]:
         """The arrays of a block: ``labels`` (+ float16 ``probabilities``), or ``prediction`` float32.
 
-        With ``uncertainty`` also ``prob_mean`` and ``prob_std`` ``(K, *S)``, ``entropy`` and
-        ``mutual_info`` ``(*S)`` (float16); for image tasks ``prediction_std`` (float32). With
-        ``sets`` the conformal prediction set of every pixel as a bitmask ``sets`` (bit ``y``
-        for class ``y``) and its size ``set_size`` (uint8).
+        ``raw`` is the predictor's output, ``(K, *S)``, or with ``request.statistics`` the
+        ``(2K + 2, *S)`` statistics (``(2C, *S)`` for image tasks). With ``uncertainty`` also
+        ``prob_mean`` and ``prob_std`` ``(K, *S)``, ``entropy`` and ``mutual_info`` ``(*S)``
+        (float16); for image tasks ``prediction_std`` (float32). With ``sets`` the conformal
+        set of every pixel as a bitmask ``sets`` (bit ``y`` for class ``y``) and its size
+        ``set_size`` (uint8); with ``risk_mask`` the calibrated class mask ``risk_mask``
+        (uint8); with ``lower_bound`` ``(K, *S)`` uint8. ``region`` (slices) says where
+        ``raw`` lies in the whole image, for randomised set scores.
         """
         k = self.out_channels
-        final = self._final_units(uncertainty)
+        final = self._final_units(request.statistics)
         if self.task.image_targets:
             out = {"prediction": self._denormalize(raw[:k], final=final).astype(np.float32)}
-            if uncertainty:
+            if request.uncertainty:
                 std = raw[k:2 * k]
                 out["prediction_std"] = (std[0] if k == 1 else std).astype(np.float32)
             return out
         mean = raw[:k]
         out = {"labels": mean.argmax(0).astype(label_dtype(k))}
-        if probabilities:
+        if request.probabilities:
             out["probabilities"] = mean.astype(np.float16)
-        if uncertainty:
+        if request.uncertainty:
             out.update(prob_mean=mean.astype(np.float16), prob_std=raw[k:2 * k].astype(np.float16),
                        entropy=raw[2 * k].astype(np.float16), mutual_info=raw[2 * k + 1].astype(np.float16))
-        if sets:
-            out.update(self.prediction_sets(mean))
+        if request.lower_bound is not None:
+            import torch
+
+            from ..infer.reducers import lower_bound_mask
+
+            k_std, threshold = request.lower_bound
+            mask = lower_bound_mask(torch.from_numpy(mean), torch.from_numpy(raw[k:2 * k]), k=k_std,
+                                    threshold=threshold)
+            out["lower_bound"] = mask.numpy().astype(np.uint8)
+        if request.sets:
+            out.update(self.prediction_sets(mean, region=region))
+        if request.risk_mask:
+            risk = self.risk()
+            out["risk_mask"] = (mean[risk["class"]] >= 1.0 - risk["lambda"]).astype(np.uint8)
         return out
 
-    def prediction_sets(self, probs: np.ndarray) -> dict[str, np.ndarray]:
-        """``sets`` (bitmask) and ``set_size`` of class probabilities ``(K, *S)``, by the stored calibration."""
-        from ..infer.conformal import prediction_sets, set_bitmask
+    def prediction_sets(self, probs: np.ndarray, *, region=None) -> dict[str, np.ndarray]:
+        """``sets`` (bitmask) and ``set_size`` of class probabilities ``(K, *S)``, by the stored calibration.
+
+        A randomised score draws each pixel's ``u`` from its global coordinates (``region``:
+        where ``probs`` lies in the whole image), so blocks agree with the whole image.
+        """
+        from ..infer.conformal import pixel_uniforms, prediction_sets, set_bitmask
 
         c = self.conformal()
-        members = prediction_sets(probs, c["threshold"], score=c["score"], **c.get("score_options", {}))
+        options = dict(c.get("score_options", {}))
+        if options.get("randomized"):
+            options["uniforms"] = pixel_uniforms(probs.shape[1:], region=region, seed=int(c.get("seed", 0)))
+        members = prediction_sets(probs, c["threshold"], score=c["score"], **options)
         return {"sets": set_bitmask(members), "set_size": members.sum(0).numpy().astype(np.uint8)}
 
-    def output_arrays(self, *, probabilities: bool = False, uncertainty: bool = False, sets: bool = False) -> list:
+    def output_arrays(self, request: OutputRequest = OutputRequest()) -> list:
         """The :class:`~mixscale.infer.store.ArraySpec` of every array :meth:`outputs` gives."""
         from ..infer.store import ArraySpec
 
@@ -308,18 +339,34 @@ class Model:
         lead = () if k == 1 else (k,)
         if self.task.image_targets:
             specs = [ArraySpec("prediction", "float32", lead)]
-            return specs + ([ArraySpec("prediction_std", "float32", lead)] if uncertainty else [])
+            return specs + ([ArraySpec("prediction_std", "float32", lead)] if request.uncertainty else [])
         specs = [ArraySpec("labels", label_dtype(k))]
-        if probabilities:
+        if request.probabilities:
             specs.append(ArraySpec("probabilities", "float16", (k,)))
-        if uncertainty:
+        if request.uncertainty:
             specs += [ArraySpec("prob_mean", "float16", (k,)), ArraySpec("prob_std", "float16", (k,)),
                       ArraySpec("entropy", "float16"), ArraySpec("mutual_info", "float16")]
-        if sets:
+        if request.lower_bound is not None:
+            specs.append(ArraySpec("lower_bound", "uint8", (k,)))
+        if request.sets:
             from ..infer.conformal import bitmask_dtype
 
             specs += [ArraySpec("sets", bitmask_dtype(k)), ArraySpec("set_size", "uint8")]
+        if request.risk_mask:
+            specs.append(ArraySpec("risk_mask", "uint8"))
         return specs
+
+    def check_request(self, request: OutputRequest, *, tta: bool = False) -> None:
+        """Refuse, before any work, what this model cannot give (a clear error naming the option)."""
+        if (request.sets or request.risk_mask or request.lower_bound is not None) and not self.task.classes:
+            raise ValueError(f"{self.source or 'the model'} is a {self.info.task} model: sets, risk masks and "
+                             "lower-bound masks are of class probabilities (a segmentation model)")
+        if request.sets:
+            self.conformal()
+        if request.risk_mask:
+            self.risk()
+        if request.statistics:
+            self.predictor(tta=tta, uncertainty=True)
 
     def _denormalize(self, raw: np.ndarray, *, final: bool = False) -> np.ndarray:
         from ..data import Normalization, denormalize

@@ -25,6 +25,7 @@ import numpy as np
 
 from .._checks import check_bool, check_choice, check_device, check_fraction, check_int, check_shape
 from .._files import file_sha256
+from ..request import OutputRequest
 
 if TYPE_CHECKING:  # the model floor imports torch; workers and predict_blocks import it when they run
     from ..model import Model
@@ -57,9 +58,7 @@ class BlockJob:
     batch_size: int
     tta: bool
     device: str
-    probabilities: bool
-    uncertainty: bool = False
-    sets: bool = False
+    request: OutputRequest
 
     def __call__(self, index: int) -> int:
         from ..infer.blocks import block_region
@@ -73,10 +72,9 @@ class BlockJob:
         model = cached_model(self.model, self.device)
         x = self._read(outer, model)
         if self.slice_axis is None:
-            outputs = model.outputs(self._tiled(model, x, inner), probabilities=self.probabilities,
-                                    uncertainty=self.uncertainty, sets=self.sets)
+            outputs = model.outputs(self._tiled(model, x, inner), self.request, region=region)
         else:
-            outputs = self._predict_slices(model, x, inner)
+            outputs = self._predict_slices(model, x, inner, region)
         BlockStore(self.output).write_block(index, region, outputs)
         return math.prod(s.stop - s.start for s in region)
 
@@ -101,12 +99,12 @@ class BlockJob:
         from ..infer.tiled import predict_tiled_shrinking
 
         tiles = self.tile_shape or tuple(r.stop - r.start for r in region)
-        predictor = model.predictor(tta=self.tta, uncertainty=self.uncertainty)
+        predictor = model.predictor(tta=self.tta, uncertainty=self.request.statistics)
         return predict_tiled_shrinking(predictor, torch.from_numpy(image), tile_shape=tiles,
                                        overlap=self.overlap, blend=self.blend, halo=self.net_halo,
                                        batch_size=self.batch_size, device=self.device, region=region).numpy()
 
-    def _predict_slices(self, model: Model, x: np.ndarray, inner) -> dict[str, np.ndarray]:
+    def _predict_slices(self, model: Model, x: np.ndarray, inner, region) -> dict[str, np.ndarray]:
         """A 2D model slice by slice along ``slice_axis``; 2.5D context by reflection at the volume's ends.
 
         Each slice is reduced to its outputs (labels, float16 probabilities) at once,
@@ -121,8 +119,9 @@ class BlockJob:
             idx = np.where(idx >= slab.shape[1], 2 * (slab.shape[1] - 1) - idx, idx)
             window = slab[:, idx].reshape(-1, *slab.shape[2:])  # channel-major, as in training
             y = self._tiled(model, np.ascontiguousarray(window), plane)
-            per_slice.append(model.outputs(y, probabilities=self.probabilities, uncertainty=self.uncertainty,
-                                           sets=self.sets))
+            g = region[a].start + j - inner[a].start  # the slice's index in the whole volume
+            where = tuple(slice(g, g + 1) if i == a else r for i, r in enumerate(region))
+            per_slice.append(model.outputs(y, self.request, region=where))
         return {name: _stack_along(a, [o[name] for o in per_slice], spatial_ndim=len(inner))
                 for name in per_slice[0]}
 
@@ -158,13 +157,11 @@ def plan_dict(job: BlockJob, model: Model, model_sha256: str) -> dict:
     before still resume.
     """
     keep = ("image", "shape", "block_shape", "read_halo", "net_halo", "channel_axis", "tile_shape", "overlap",
-            "blend", "tta", "probabilities")
+            "blend", "tta")
     plan = {k: v for k, v in asdict(job).items() if k in keep}
     plan.update(axis=job.slice_axis, context=job.context_slices, format=PLAN_FORMAT, model_sha256=model_sha256,
-                task=model.info.task, class_names=model.class_names)
-    for flag in ("uncertainty", "sets"):  # only when asked for, so that stores written before still match
-        if getattr(job, flag):
-            plan[flag] = True
+                task=model.info.task, class_names=model.class_names, probabilities=job.request.probabilities)
+    plan.update(job.request.plan())  # only what was asked for, so that stores written before still match
     return plan
 
 
@@ -183,7 +180,7 @@ def predict_blocks(model, image, output, *, slice_axis: int | None = None, chann
                    probabilities: bool = False, device: str = "cpu", scheduler=None,
                    blocks_in_flight: int | None = None, num_parts: int = 1, part_id: int = 0,
                    overwrite: bool = False, progress: bool = False, uncertainty: bool = False,
-                   sets: bool = False) -> dict:
+                   sets: bool = False, risk_mask: bool = False, lower_bound: tuple[float, float] | None = None) -> dict:
     """Predict an image or volume block by block into a zarr store, with bounded memory.
 
     Parameters
@@ -230,6 +227,12 @@ def predict_blocks(model, image, output, *, slice_axis: int | None = None, chann
     sets : bool
         Also write the conformal prediction sets of a calibrated model: ``sets`` (bitmask)
         and ``set_size`` (uint8).
+    risk_mask : bool
+        Also write ``risk_mask`` (uint8), the class mask of a model calibrated with conformal
+        risk control (its false-negative rate is controlled).
+    lower_bound : (k, threshold), optional
+        Also write ``lower_bound`` ``(K, *spatial)`` uint8: class ``c`` where
+        ``mean - k * std > threshold`` over the members.
 
     Returns
     -------
@@ -253,16 +256,14 @@ def predict_blocks(model, image, output, *, slice_axis: int | None = None, chann
     net_model.warn_if_not_tile_exact()
     job = _plan_job(net_model, path, image, out, slice_axis=slice_axis, channel_axis=channel_axis,
                     block_shape=block_shape, tile_shape=tile_shape, overlap=overlap, blend=blend,
-                    batch_size=batch_size, tta=tta, device=device, probabilities=probabilities,
-                    uncertainty=uncertainty, sets=sets)
-    net_model.predictor(tta=job.tta, uncertainty=job.uncertainty)  # an impossible combination fails here
-    if job.sets:
-        net_model.conformal()
+                    batch_size=batch_size, tta=tta, device=device,
+                    request=OutputRequest.checked(probabilities=probabilities, uncertainty=uncertainty, sets=sets,
+                                                  risk_mask=risk_mask, lower_bound=lower_bound))
+    net_model.check_request(job.request, tta=job.tta)  # an impossible combination fails here
     total = math.prod(block_counts(job.shape, job.block_shape))
     mine = part_indices(total, num_parts, part_id)
     store = BlockStore.prepare(out, shape=job.shape, block_shape=job.block_shape,
-                               arrays=net_model.output_arrays(probabilities=probabilities,
-                                                              uncertainty=job.uncertainty, sets=job.sets),
+                               arrays=net_model.output_arrays(job.request),
                                plan=plan_dict(job, net_model, file_sha256(path)), overwrite=overwrite)
     finished = store.done()
     todo = [i for i in mine if i not in finished]
@@ -277,7 +278,7 @@ def predict_blocks(model, image, output, *, slice_axis: int | None = None, chann
 
 
 def _plan_job(model: Model, path: str, image: str, out: Path, *, slice_axis, channel_axis, block_shape, tile_shape,
-              overlap, blend, batch_size, tta, device, probabilities, uncertainty=False, sets=False) -> BlockJob:
+              overlap, blend, batch_size, tta, device, request: OutputRequest) -> BlockJob:
     """The checked job: the input's layout against the model, blocks, halos and tiling settings."""
     from ..data import open_image
     from ..infer.blend import BLENDS
@@ -301,8 +302,7 @@ def _plan_job(model: Model, path: str, image: str, out: Path, *, slice_axis, cha
                                                                what=f"(the model is {dims}D)"),
         overlap=check_fraction("overlap", overlap), blend=check_choice("blend", blend, BLENDS),
         batch_size=check_int("batch_size", batch_size, minimum=1), tta=check_bool("tta", tta), device=device,
-        probabilities=check_bool("probabilities", probabilities),
-        uncertainty=check_bool("uncertainty", uncertainty), sets=check_bool("sets", sets))
+        request=request)
 
 
 def _refuse_whole_file_reader(source, image: str) -> None:

@@ -18,7 +18,8 @@ logger = logging.getLogger(__name__)
 def predict_array(model: Model, array: np.ndarray, *, device: str = "cpu", slice_axis: int | None = None,
                   batch_size: int = 1, probabilities: bool = False, channel_axis: int | None = None,
                   tile_shape: Sequence[int] | int | None = None, overlap: float = 0.25, blend: str = "gaussian",
-                  tta: bool = False, uncertainty: bool = False, sets: bool = False):
+                  tta: bool = False, uncertainty: bool = False, sets: bool = False, risk_mask: bool = False,
+                  lower_bound: tuple[float, float] | None = None):
     """Apply ``model`` to an array held in memory.
 
     Parameters
@@ -45,23 +46,29 @@ def predict_array(model: Model, array: np.ndarray, *, device: str = "cpu", slice
         Statistics over the members (of an ensemble, or the test-time transforms).
     sets : bool
         Conformal prediction sets (the model must be calibrated).
+    risk_mask : bool
+        The risk-controlled class mask (the model must be calibrated with a class).
+    lower_bound : (k, threshold), optional
+        Class masks ``mean - k * std > threshold`` over the members.
 
     Returns
     -------
-    ndarray, or with ``uncertainty`` a dict of arrays
+    ndarray, or with uncertainty, sets or masks a dict of arrays
         See :meth:`Model.finish` and :meth:`Model.outputs`.
     """
     from ..infer import predict_slices, predict_whole
+    from ..request import OutputRequest
 
     check_int("batch_size", batch_size, minimum=1)
     model.require(per_patch=False, use="predict")
-    if sets:
-        model.conformal()  # an uncalibrated model fails before any work
+    request = OutputRequest.checked(probabilities=probabilities, uncertainty=uncertainty, sets=sets,
+                                    risk_mask=risk_mask, lower_bound=lower_bound)
+    model.check_request(request, tta=tta)  # an uncalibrated model fails before any work
     if model.context_slices:
         raise ValueError("this is a 2.5D model (context slices as channels): predict block-wise, with an output "
                          "ending in .zarr (CLI: -o out.zarr --axis 0)")
     x, layout = model.prepare_with_layout(array, slice_axis=slice_axis, channel_axis=channel_axis)
-    predictor = model.predictor(tta=tta, uncertainty=uncertainty)
+    predictor = model.predictor(tta=tta, uncertainty=request.statistics)
     if tile_shape is not None:
         model.warn_if_not_tile_exact()
         raw = _predict_tiles(predictor, x, slice_axis=layout.slice_axis, device=device, tile_shape=tile_shape,
@@ -70,7 +77,7 @@ def predict_array(model: Model, array: np.ndarray, *, device: str = "cpu", slice
         raw = predict_slices(predictor, x, slice_axis=layout.slice_axis, batch_size=batch_size, device=device)
     else:
         raw = predict_whole(predictor, x, device=device)
-    return model.finish(raw, probabilities=probabilities, uncertainty=uncertainty, sets=sets)
+    return model.finish(raw, request)
 
 
 def _predict_tiles(predictor, x: np.ndarray, *, slice_axis, device, tile_shape, overlap, blend,
