@@ -376,7 +376,8 @@ def _open_block_result(summary: dict):
 
 def evaluate(pred, target, *, num_classes: int | None = None, ignore_index: int = -1,
              label_convention: str = "dense", task: str = "segmentation", data_range: float | None = None,
-             class_names: Sequence[str] | None = None, out: str | os.PathLike | None = None) -> dict:
+             class_names: Sequence[str] | None = None, out: str | os.PathLike | None = None,
+             figures: str | os.PathLike | None = None, image=None, panel_slice: int | None = None) -> dict:
     """Compare a prediction with ground truth on labelled pixels only.
 
     Parameters
@@ -387,6 +388,16 @@ def evaluate(pred, target, *, num_classes: int | None = None, ignore_index: int 
         (``predict --probabilities``): the labels are their argmax, and the report adds
         ``calibration`` (ECE, MCE, Brier, NLL, AUROC/AURC of the uncertainty against
         the pixel error; :func:`mixscale.metrics.calibration.calibration_report`).
+        ``pred`` may also be a block-wise output store (``out.zarr``) or the dict
+        :func:`predict` returns: its ``labels``, its probabilities (``prob_mean`` or
+        ``probabilities``), and with ``--uncertainty`` the AUROC/AURC of ``mutual_info``
+        and of ``std`` (the predicted class's ``prob_std``) too.
+    figures : str or Path, optional
+        A folder for ``reliability.png`` (with probabilities) and, given ``image`` and
+        an ensemble's maps, ``uncertainty_panel.png`` (input | prediction | entropy |
+        mutual information; slice ``panel_slice``, default the middle one, of a volume).
+    image : str, Path or ndarray, optional
+        The input image, for the uncertainty panel.
     num_classes : int, optional
         Inferred from the data when omitted (segmentation).
     label_convention : {"dense", "scribble"}
@@ -405,13 +416,15 @@ def evaluate(pred, target, *, num_classes: int | None = None, ignore_index: int 
 
     check_choice("task", task, ("segmentation", "regression"))
     check_choice("label_convention", label_convention, ("dense", "scribble"))
-    p, t = _read_array(pred), _read_array(target)
-    probs = None
-    if task == "segmentation" and np.issubdtype(p.dtype, np.floating) and p.ndim == t.ndim + 1:
+    p, probs, maps = _prediction_parts(pred)
+    t = _read_array(target)
+    if probs is not None:
+        num_classes = probs.shape[0] if num_classes is None else num_classes
+    elif task == "segmentation" and np.issubdtype(p.dtype, np.floating) and p.ndim == t.ndim + 1:
         probs, p = p, p.argmax(0)
         num_classes = probs.shape[0] if num_classes is None else num_classes
-        if probs.shape[0] != num_classes:
-            raise ValueError(f"pred holds {probs.shape[0]} class probabilities but num_classes={num_classes}")
+    if probs is not None and probs.shape[0] != num_classes:
+        raise ValueError(f"pred holds {probs.shape[0]} class probabilities but num_classes={num_classes}")
     if p.shape != t.shape:
         raise ValueError(f"pred has shape {p.shape} but target has shape {t.shape}; they must match")
     if task == "regression":
@@ -431,10 +444,58 @@ def evaluate(pred, target, *, num_classes: int | None = None, ignore_index: int 
         if probs is not None:
             from .metrics.calibration import calibration_report
 
-            report["calibration"] = calibration_report(probs, t, ignore_index=ignore_index)
+            others = {k: v for k, v in maps.items() if k in ("mutual_info", "std")}
+            report["calibration"] = calibration_report(probs, t, ignore_index=ignore_index, uncertainties=others)
+    if figures is not None:
+        report["figures"] = _evaluation_figures(Path(figures), probs, t, maps, p, image=image,
+                                                panel_slice=panel_slice, ignore_index=ignore_index,
+                                                num_classes=num_classes)
     if out is not None:
         write_metrics(report, out)
     return report
+
+
+def _prediction_parts(pred) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray]]:
+    """``pred`` (array, address, block store or predict's dict) -> (main array, probabilities, other maps)."""
+    parts = pred
+    if isinstance(pred, (str, os.PathLike)) and Path(pred).suffix == ".zarr" and Path(pred).is_dir():
+        import zarr
+
+        try:
+            group = zarr.open_group(str(pred), mode="r")
+        except (zarr.errors.BaseZarrError, FileNotFoundError):
+            group = None  # an array store: read below as an image
+        if group is not None and "labels" in group:
+            parts = {name: group[name] for name in group.array_keys()}
+    if not isinstance(parts, dict):
+        return _read_array(parts), None, {}
+    main = np.asarray(parts["labels"] if "labels" in parts else parts["prediction"])
+    probs = next((np.asarray(parts[k], np.float32) for k in ("prob_mean", "probabilities") if k in parts), None)
+    maps = {k: np.asarray(parts[k], np.float32) for k in ("entropy", "mutual_info") if k in parts}
+    if "prob_std" in parts:
+        std = np.asarray(parts["prob_std"], np.float32)
+        maps["std"] = np.take_along_axis(std, main[None].astype(np.int64), 0)[0]
+    return main, probs, maps
+
+
+def _evaluation_figures(folder: Path, probs, target, maps: dict, labels, *, image, panel_slice, ignore_index,
+                        num_classes) -> list[str]:
+    """The reliability diagram and the uncertainty panel an evaluation can draw; their paths."""
+    from .metrics.calibration import reliability
+    from .viz import plot_reliability_diagram, plot_uncertainty_panel
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    if probs is not None:
+        bins = reliability(probs, target, ignore_index=ignore_index)
+        written.append(plot_reliability_diagram(bins, folder / "reliability.png"))
+    if image is not None and {"entropy", "mutual_info"} <= set(maps):
+        arrays = [np.asarray(_read_array(image)), labels, maps["entropy"], maps["mutual_info"]]
+        if arrays[0].ndim == 3:
+            j = arrays[0].shape[0] // 2 if panel_slice is None else panel_slice
+            arrays = [a[j] for a in arrays]
+        written.append(plot_uncertainty_panel(*arrays, folder / "uncertainty_panel.png", num_classes=num_classes))
+    return [str(w) for w in written]
 
 
 def write_metrics(report: dict, path: str | os.PathLike) -> Path:

@@ -113,7 +113,11 @@ def _add_calibrate(sub) -> None:
 
 
 def _add_evaluate(sub) -> None:
-    p = sub.add_parser("evaluate", help="metrics of a prediction against ground truth (labelled pixels only)")
+    p = sub.add_parser("evaluate", help="metrics of a prediction against ground truth (labelled pixels only)",
+                       description="Metrics on labelled pixels. PRED may be labels, class probabilities, or a "
+                                   "block-wise output store (out.zarr): with probabilities the report adds "
+                                   "calibration (ECE, MCE, Brier, NLL, AUROC/AURC of entropy, 1 - max p, and "
+                                   "of mutual_info and std from an --uncertainty store).")
     p.add_argument("pred")
     p.add_argument("target")
     p.add_argument("--task", choices=["segmentation", "regression"], default="segmentation")
@@ -123,6 +127,11 @@ def _add_evaluate(sub) -> None:
                    help="dense: classes 0..C-1, unlabelled = ignore index; scribble: 0 = unlabelled, 1..K")
     p.add_argument("--data-range", type=float, default=None, help="required for regression (PSNR, SSIM)")
     p.add_argument("-o", "--output", action="append", default=[], help="write metrics to .json or .csv")
+    p.add_argument("--figures", default=None, metavar="DIR",
+                   help="write reliability.png (pred holds probabilities) and, with --image and an "
+                        "--uncertainty store, uncertainty_panel.png")
+    p.add_argument("--image", default=None, help="the input image, for the uncertainty panel")
+    p.add_argument("--panel-slice", type=int, default=None, help="slice of a volume for the panel (default: middle)")
 
 
 def _add_detect(sub) -> None:
@@ -262,10 +271,13 @@ def _cmd_evaluate(args) -> None:
     from mixscale import api
 
     report = api.evaluate(args.pred, args.target, num_classes=args.num_classes, ignore_index=args.ignore_index,
-                          label_convention=args.label_convention, task=args.task, data_range=args.data_range)
+                          label_convention=args.label_convention, task=args.task, data_range=args.data_range,
+                          figures=args.figures, image=args.image, panel_slice=args.panel_slice)
     for path in args.output:
         api.write_metrics(report, path)
     print(format_table(api.flatten_scalars(report)))
+    for path in report.get("figures", []):
+        print(f"figure: {path}")
 
 
 def format_table(values: dict[str, float]) -> str:

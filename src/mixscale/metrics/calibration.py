@@ -185,9 +185,14 @@ def aurc(uncertainty, error) -> float:
     return float(risk.mean())
 
 
-def calibration_report(probs, target, *, n_bins: int = 15, ignore_index: int = -1) -> dict[str, float]:
+def calibration_report(probs, target, *, n_bins: int = 15, ignore_index: int = -1,
+                       uncertainties: dict | None = None) -> dict[str, float]:
     """ECE (equal-width, equal-mass, class-wise), MCE, Brier, NLL, and AUROC/AURC of entropy and
-    ``1 - max p`` against the pixel error, on labelled pixels."""
+    ``1 - max p`` against the pixel error, on labelled pixels.
+
+    ``uncertainties`` adds AUROC/AURC of other maps of the target's shape (for example an
+    ensemble's ``mutual_info`` and ``std``): ``{"mutual_info": (*spatial) array, ...}``.
+    """
     p, t = labelled_pixels(probs, target, ignore_index=ignore_index)
     wrong = p.argmax(1) != t
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -202,4 +207,19 @@ def calibration_report(probs, target, *, n_bins: int = 15, ignore_index: int = -
         "nll": _nll(p, t),
         "auroc_entropy": auroc(entropy, wrong), "auroc_max_prob": auroc(1 - p.max(1), wrong),
         "aurc_entropy": aurc(entropy, wrong), "aurc_max_prob": aurc(1 - p.max(1), wrong),
+        **_other_uncertainties(uncertainties or {}, target, wrong, ignore_index=ignore_index),
     }
+
+
+def _other_uncertainties(maps: dict, target, wrong: np.ndarray, *, ignore_index: int) -> dict[str, float]:
+    """AUROC/AURC against the error of each map, at the labelled pixels."""
+    keep = np.asarray(target).reshape(-1) != ignore_index
+    out = {}
+    for name, values in maps.items():
+        values = np.asarray(values, np.float64)
+        if values.shape != np.asarray(target).shape:
+            raise ValueError(f"uncertainty map {name!r} of shape {values.shape} does not match the target's "
+                             f"shape {np.asarray(target).shape}")
+        u = values.reshape(-1)[keep]
+        out[f"auroc_{name}"], out[f"aurc_{name}"] = auroc(u, wrong), aurc(u, wrong)
+    return out
