@@ -49,17 +49,22 @@ def train(config, *, overrides: Sequence[str] = (), resume: bool = False, callba
     cfg = _train_config(config, overrides)
     if cfg.ensemble.members > 1:
         return _train_members(cfg, resume=resume, callbacks=callbacks)
+    if cfg.ensemble.bootstrap:  # one member: its bootstrap is the data's
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"bootstrap": True})})
     return fit(build_run(cfg, resume=resume), callbacks=callbacks)
 
 
 def _member_config(cfg, index: int):
-    """Member ``index`` of an ensemble run: its own seed and run directory (and graph, for random nets)."""
+    """Member ``index`` of an ensemble run: its own seed and run directory (and graph, for random nets;
+    and a bootstrap of the data with ``ensemble.bootstrap``)."""
     from .nets import net_defaults
 
     raw = cfg.model_dump(mode="json")
     raw["seed"] = cfg.seed + index
     raw["run_dir"] = str(Path(cfg.run_dir) / f"member_{index}")
     raw["ensemble"] = {"members": 1}
+    if cfg.ensemble.bootstrap:
+        raw["data"]["bootstrap"] = True
     if "seed" in net_defaults(cfg.net.name):  # smsnet, random_unet: the seed draws the architecture
         raw["net"]["seed"] = int(raw["net"].get("seed", 0)) + index
     return type(cfg).model_validate(raw)

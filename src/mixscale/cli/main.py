@@ -23,6 +23,8 @@ def _add_train(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in run_dir from its last checkpoint")
     p.add_argument("--members", type=int, default=None, metavar="N",
                    help="train N ensemble members (seeds differ) and write run_dir/ensemble.safetensors")
+    p.add_argument("--bootstrap", action="store_true",
+                   help="each member also trains on its own block bootstrap of the labelled data")
 
 
 def _add_slice_axis(p, text: str) -> None:
@@ -179,6 +181,7 @@ def _cmd_train(args) -> None:
 
     t0 = time.perf_counter()
     overrides = args.overrides + ([f"ensemble.members={args.members}"] if args.members is not None else [])
+    overrides += ["ensemble.bootstrap=true"] if args.bootstrap else []
     result = api.train(args.config, overrides=overrides, resume=args.resume)
     if args.members and args.members > 1:
         print(f"trained {args.members} ensemble members in {time.perf_counter() - t0:.1f} s")

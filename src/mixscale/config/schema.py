@@ -72,6 +72,8 @@ class DataConfig(_Strict):
     batch_size: int = Field(8, ge=1)
     num_workers: int = Field(0, ge=0)
     label_fraction: float = Field(0.9, ge=0, le=1)
+    # train on a block bootstrap of the labelled training data (blocks = patches), drawn by the run's seed
+    bootstrap: bool = False
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
     @model_validator(mode="after")
@@ -133,6 +135,7 @@ class EnsembleConfig(_Strict):
     """Train several members and combine them into one ensemble file (``run_dir/ensemble.safetensors``)."""
 
     members: int = Field(1, ge=1)  # 1: a single model; N: members differing by seed (and graph for smsnet/random_unet)
+    bootstrap: bool = False  # each member also trains on its own block bootstrap of the labelled data
 
 
 class TrainConfig(_Strict):
@@ -189,6 +192,9 @@ class TrainConfig(_Strict):
 
     def _detection_needs(self):
         d = self.data
+        if d.bootstrap or self.ensemble.bootstrap:
+            raise ValueError("data.bootstrap and ensemble.bootstrap resample blocks of label maps or image "
+                             "targets; task 'detection' learns from points (members differ by seed)")
         if d.train_points is None:
             raise ValueError("data.train_points is required for task 'detection' (one CSV of points per image)")
         if d.train_labels is not None or d.val_labels is not None:

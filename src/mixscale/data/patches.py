@@ -84,6 +84,9 @@ class PatchSampler:
         2D-from-3D only: also take this many neighbouring slices on each side as
         extra channels ("2.5D"); the patch then has ``C * (2k + 1)`` channels,
         ordered channel-major (reflected at the volume's ends).
+    weights : list of (*S) integer arrays, optional
+        How many times each labelled pixel counts as a centre (a bootstrap's block
+        multiplicities, :func:`mixscale.data.bootstrap.block_bootstrap`); 0 = never.
 
     Examples
     --------
@@ -97,7 +100,7 @@ class PatchSampler:
 
     def __init__(self, images, labels, *, patch_shape, spatial_dims: int, ignore_index: int = -1,
                  label_fraction: float = 0.9, min_labelled: int = 1, slice_axis: int = 0,
-                 context_slices: int = 0):
+                 context_slices: int = 0, weights=None):
         self.spatial_dims = check_int("spatial_dims", spatial_dims, minimum=2, maximum=3)
         self.patch_shape = check_shape("patch_shape", patch_shape, ndim=self.spatial_dims)
         self.label_fraction = check_float("label_fraction", label_fraction, minimum=0, maximum=1)
@@ -109,7 +112,7 @@ class PatchSampler:
         self.slice_axis = check_int("slice_axis", slice_axis, minimum=0, maximum=2)
         if self.context_slices and not self.slicing:
             raise ValueError("context_slices applies to 2D patches drawn from 3D volumes only")
-        self._index_labels()
+        self._index_labels(self._check_weights(weights))
 
     @property
     def regression(self) -> bool:
@@ -154,9 +157,21 @@ class PatchSampler:
                 f"labels[{i}] must be {expected} matching image spatial shape {spatial}, got {lab.shape}"
             )
 
-    def _index_labels(self) -> None:
+    def _check_weights(self, weights):
+        if weights is None:
+            return [None] * len(self.labels)
+        weights = [np.asarray(w) for w in weights]
+        if len(weights) != len(self.labels):
+            raise ValueError(f"weights must be one array per image ({len(self.labels)}), got {len(weights)}")
+        for i, (w, im) in enumerate(zip(weights, self.images)):
+            if w.shape != tuple(im.shape[1:]) or not np.issubdtype(w.dtype, np.integer) or (w < 0).any():
+                raise ValueError(f"weights[{i}] must be non-negative integers of shape {tuple(im.shape[1:])}, "
+                                 f"got {w.dtype} {w.shape}")
+        return weights
+
+    def _index_labels(self, weights) -> None:
         self._flat_labelled, self._n_labelled = [], []
-        for i, lab in enumerate(self.labels):
+        for i, (lab, w) in enumerate(zip(self.labels, weights)):
             if self.regression:
                 mask = np.isfinite(lab).any(axis=0)
             else:
@@ -165,9 +180,15 @@ class PatchSampler:
                     raise ValueError(
                         f"labels[{i}] holds negative values other than ignore_index={self.ignore_index}"
                     )
+            dtype = np.int32 if mask.size < 2**31 else np.int64
+            if w is not None:  # a pixel counted w times is w times as likely a centre
+                flat = np.flatnonzero(mask & (w > 0))
+                flat = np.repeat(flat, w.reshape(-1)[flat]).astype(dtype)
+                self._flat_labelled.append(flat)
+                self._n_labelled.append(int(flat.size))
+                continue
             n = int(np.count_nonzero(mask))
             # a fully labelled image needs no index list (it may be huge): draw uniformly
-            dtype = np.int32 if mask.size < 2**31 else np.int64
             self._flat_labelled.append(None if n == mask.size else np.flatnonzero(mask).astype(dtype))
             self._n_labelled.append(n)
         self._sizes = np.array([lab.size if not self.regression else lab[0].size for lab in self.labels],

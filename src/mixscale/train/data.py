@@ -8,6 +8,7 @@ import numpy as np
 
 from ..data import (Augmentation, Normalization, PatchDataset, PatchSampler, array_sha256, check_label_convention,
                     compute_normalization, pixel_split, prepare_labels, read_image, split_images)
+from ..data.bootstrap import block_bootstrap, labelled_mask
 
 from .settings import DataSettings, TrainingData, addresses, to_channels_first
 
@@ -109,6 +110,14 @@ def _scale_targets(targets, norm: Normalization):
     return [((t - mean) / std).astype(np.float32) for t in targets]
 
 
+def bootstrap_block(s: DataSettings, spatial: tuple[int, ...]) -> tuple[int, ...]:
+    """The bootstrap's block: the patch, one slice deep when 2D patches come from volumes."""
+    block = list(s.patch_shape)
+    if len(spatial) == s.spatial_dims + 1:
+        block.insert(s.slice_axis, 1)
+    return tuple(block)
+
+
 def build_training_data(s: DataSettings) -> TrainingData:
     """Read, check, split and wrap the data in patch datasets (normalised on the fly).
 
@@ -122,17 +131,26 @@ def build_training_data(s: DataSettings) -> TrainingData:
     if s.task.image_targets:  # reconstruction: the target is exactly the normalised input
         target_norm = norm if s.task.targets == "inputs" else target_normalization(ty)
         ty, vy = _scale_targets(ty, target_norm), _scale_targets(vy, target_norm)
-    sampler = lambda X, Y, frac: PatchSampler(X, Y, patch_shape=tuple(s.patch_shape),  # noqa: E731
-                                              spatial_dims=s.spatial_dims, ignore_index=s.ignore_index,
-                                              label_fraction=frac, slice_axis=s.slice_axis,
-                                              context_slices=s.context_slices)
+    weights = None
+    if s.bootstrap:
+        before = sum(int(labelled_mask(y, ignore_index=s.ignore_index).sum()) for y in ty)
+        ty, weights = block_bootstrap(ty, block_shape=bootstrap_block(s, tx[0].shape[1:]), seed=s.seed,
+                                      ignore_index=s.ignore_index)
+        after = sum(int(labelled_mask(y, ignore_index=s.ignore_index).sum()) for y in ty)
+        logger.info("bootstrap (seed %d): %.1f %% of the labelled training pixels are in drawn blocks", s.seed,
+                    100 * after / before)
+    sampler = lambda X, Y, frac, w=None: PatchSampler(X, Y, patch_shape=tuple(s.patch_shape),  # noqa: E731
+                                                      spatial_dims=s.spatial_dims, ignore_index=s.ignore_index,
+                                                      label_fraction=frac, slice_axis=s.slice_axis,
+                                                      context_slices=s.context_slices, weights=w)
     aug_kwargs = dict(s.augment)
     if s.task.image_targets and (aug_kwargs["intensity_scale"] or aug_kwargs["intensity_shift"]):
         # rescaling the input but not the target would teach a denoiser wrong intensities
         logger.info("regression: intensity scale/shift augmentation disabled (it would change input only)")
         aug_kwargs.update(intensity_scale=None, intensity_shift=None)
     aug = Augmentation(**aug_kwargs)
-    train = PatchDataset(sampler(tx, ty, s.label_fraction), augmentation=aug, samples_per_epoch=s.samples_per_epoch,
+    train = PatchDataset(sampler(tx, ty, s.label_fraction, weights), augmentation=aug,
+                         samples_per_epoch=s.samples_per_epoch,
                          seed=s.seed, normalization=norm)
     val = PatchDataset(sampler(vx, vy, 1.0), samples_per_epoch=s.val_samples, seed=s.seed + 1,
                        normalization=norm)

@@ -49,6 +49,7 @@ class DataSettings:
     batch_size: int
     num_workers: int
     label_fraction: float
+    bootstrap: bool
     augment: dict
 
 

@@ -92,18 +92,15 @@ def unit_ids(shape: tuple[int, ...], *, slice_axis: int | None = None,
     >>> n, ids[0].tolist(), ids[3].tolist()
     (4, [0, 0, 0, 1, 1, 1], [2, 2, 2, 3, 3, 3])
     """
+    from ..data.bootstrap import block_ids
+
     plane = [i for i in range(len(shape)) if i != slice_axis]
     if tile is not None and len(tile) != len(plane):
         raise ValueError(f"unit_tile={tuple(tile)} must have one size per axis of the model ({len(plane)})")
     sizes = [1] * len(shape)
     for i, axis in enumerate(plane):
         sizes[axis] = shape[axis] if tile is None else int(tile[i])
-    ids, count = np.zeros((1,) * len(shape), dtype=np.int64), 1
-    for axis, (n, size) in enumerate(zip(shape, sizes)):
-        blocks = -(-n // size)
-        index = (np.arange(n) // size).reshape([-1 if i == axis else 1 for i in range(len(shape))])
-        ids, count = ids * blocks + index, count * blocks
-    return np.broadcast_to(ids, shape), count
+    return block_ids(shape, tuple(sizes))
 
 
 def mean_probabilities(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
