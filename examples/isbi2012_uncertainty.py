@@ -45,7 +45,8 @@ from mixscale.viz import plot_reliability_diagram, plot_uncertainty_panel  # noq
 STEPS_PER_EPOCH = 16  # samples_per_epoch 32 / batch_size 2
 
 
-def config(paths: dict[str, str], run_dir: Path, members: int, epochs: int | None, minutes: float | None) -> dict:
+def config(paths: dict[str, str], run_dir: Path, members: int, epochs: int | None, minutes: float | None,
+           bootstrap: bool = False) -> dict:
     trainer = {"max_epochs": epochs or 100000, "progress_bar": False}
     if minutes:
         trainer["max_time"] = time.strftime("00:%H:%M:%S", time.gmtime(minutes * 60))
@@ -58,7 +59,7 @@ def config(paths: dict[str, str], run_dir: Path, members: int, epochs: int | Non
         "net": {"name": "msd", "depth": 100, "width": 1}, "loss": {"ce": 1.0, "dice": 1.0},
         "optim": {"name": "adam", "lr": 1e-3},
         "trainer": trainer,
-        "ensemble": {"members": members},
+        "ensemble": {"members": members, "bootstrap": bootstrap},
     }
 
 
@@ -127,6 +128,7 @@ def main() -> None:
                         "steps each)")
     parser.add_argument("--minutes", type=float, default=None, help="wall-clock budget per member instead")
     parser.add_argument("--seed", type=int, default=0, help="of the calibration/test split of the test pixels")
+    parser.add_argument("--bootstrap", action="store_true", help="members also train on block bootstraps")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     out = Path(args.out)
@@ -138,7 +140,8 @@ def main() -> None:
     run_dir = out / "run"
     t0 = time.perf_counter()
     epochs = None if args.minutes else args.epochs
-    result = api.train(config(paths, run_dir, args.members, epochs, args.minutes), resume=run_dir.exists())
+    cfg = config(paths, run_dir, args.members, epochs, args.minutes, args.bootstrap)
+    result = api.train(cfg, resume=run_dir.exists())
     train_s = time.perf_counter() - t0
     rows = {f"member_{i}": judge(str(run_dir / f"member_{i}" / "model.safetensors"), paths, out, half)
             for i in range(args.members)}
@@ -149,6 +152,7 @@ def main() -> None:
     rows["mean_member"] = {k: float(np.mean([rows[f"member_{i}"][k] for i in range(args.members)])) for k in keys}
     ratio = rows["ensemble"]["nll"] / rows["mean_member"]["nll"]
     (out / "results.json").write_text(json.dumps({"train_s": train_s, "epochs": epochs, "minutes": args.minutes,
+                                                  "bootstrap": args.bootstrap,
                                                   "rows": rows, "ensemble_extra": extra, "nll_ratio": ratio},
                                                  indent=2))
     print("| model | " + " | ".join(keys) + " |")

@@ -350,11 +350,6 @@ def _as_list(value) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def _nets(model):
-    """The member networks of an ensemble, or the one network of a model."""
-    return [m.net for m in getattr(model, "members", [model])]
-
-
 def ensemble(members: Sequence, output, *, combine: str = "probabilities") -> Path:
     """Combine model files into one ensemble file (see :func:`mixscale.model.save_ensemble`)."""
     from .model import save_ensemble
@@ -548,17 +543,9 @@ def flatten_scalars(report: dict, prefix: str = "") -> dict[str, float]:
 def info(address: str) -> dict:
     """Shape, dtype, chunks, format and size of an image file (read lazily), or a model file's metadata."""
     if str(address).endswith(".safetensors"):
-        from .model import Ensemble, open_model
+        from .model.ensemble import describe_file
 
-        model = open_model(address)
-        shape = {"parameters": sum(p.numel() for p in model.net.parameters()),
-                 "receptive_field": max([int(getattr(m, "receptive_field", 0)) for m in _nets(model)]) or None}
-        meta = {k: v for k, v in model.info.__dict__.items() if k != "train_config"}
-        if isinstance(model, Ensemble):
-            meta.update(net_name=[m.info.net_name for m in model.members], members=len(model.members))
-            meta.pop("net_config")
-            return {"format": "mixscale ensemble", **meta, **shape}
-        return {"format": "mixscale model", **meta, **shape}
+        return describe_file(address)  # the header only: nothing is allocated from what it says
     from .infer.store import BlockStore
 
     store = BlockStore(address)

@@ -18,7 +18,8 @@ def _member(path, name="msd", *, seed=0, classes=3, mean=0.0, std=1.0, task="seg
             p.add_(torch.randn_like(p) * 0.3)
     info = ModelInfo(net_name=name, net_config=net.config(), task=task,
                      class_names=[f"c{i}" for i in range(classes)] if task == "segmentation" else None,
-                     normalization={"mean": [mean], "std": [std]}, target_normalization=target)
+                     normalization={"mean": [mean] * kw.get("in_channels", 1), "std": [std] * kw.get("in_channels", 1)},
+                     target_normalization=target)
     return str(save_model(path, net.eval(), info))
 
 

@@ -26,8 +26,10 @@ def _trained_like(name, **kw):
 ])
 def test_round_trip_gives_identical_outputs(tmp_path, name, kw, shape):
     net = _trained_like(name, **kw)
-    info = ModelInfo(net_name=name, net_config=net.config(), task="segmentation", class_names=["a", "b", "c"],
-                     normalization={"mean": [0.5], "std": [2.0]}, train_config={"seed": 3})
+    cin, cout = net.config()["in_channels"], net.config()["out_channels"]
+    info = ModelInfo(net_name=name, net_config=net.config(), task="segmentation",
+                     class_names=["a", "b", "c"][:cout], normalization={"mean": [0.5] * cin, "std": [2.0] * cin},
+                     train_config={"seed": 3})
     path = save_model(tmp_path / "m.safetensors", net, info)
     loaded, info2 = load_model(path)
     x = torch.randn(*shape)
@@ -49,11 +51,11 @@ def test_pickle_payload_is_refused_without_running(tmp_path):
     marker = tmp_path / "pwned"
     bad = tmp_path / "model.safetensors"
     torch.save({"state_dict": _Payload(str(marker))}, bad)  # a zip-pickle checkpoint renamed
-    with pytest.raises(ValueError, match="not a mixscale model file"):
+    with pytest.raises(ValueError, match="not a valid mixscale model file: no safetensors header .a pickled checkpoint"):
         load_model(bad)
     raw = tmp_path / "raw.safetensors"
     raw.write_bytes(pickle.dumps(_Payload(str(marker))))  # a bare pickle
-    with pytest.raises(ValueError, match="not a mixscale model file"):
+    with pytest.raises(ValueError, match="not a valid mixscale model file: no safetensors header .a pickled checkpoint"):
         load_model(raw)
     assert not marker.exists()
 

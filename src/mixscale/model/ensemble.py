@@ -21,11 +21,13 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
 from .._files import file_sha256
 from ..nets import release_scratch
-from .file import build_net, header_metadata, info_from_dict, read_model_info
+from .checks import Calibration, InvalidModelFile, first_error, read_header
+from .file import build_net, header_metadata, info_from_dict, load_tensors, parse_json, plan_net, read_model_info
 from .model import Model, channel_affine, member_statistics_predictor
 
 logger = logging.getLogger(__name__)
@@ -39,6 +41,23 @@ _SHARED = (("task", lambda i: i.task), ("class_names", lambda i: i.class_names),
            ("image channels", lambda i: i.image_channels),
            ("out_channels", lambda i: i.out_channels), ("spatial_dims", lambda i: i.spatial_dims),
            ("context_slices", lambda i: i.context_slices))
+
+
+class _Member(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    info: dict  # checked by info_from_dict against the model metadata schema
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    source: str
+
+
+class EnsembleManifest(BaseModel):
+    """The schema of an ensemble file's manifest."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    format_version: int
+    members: list[_Member] = Field(min_length=2, max_length=1024)
+    combine: str = Field("probabilities", pattern="^(probabilities|logits)$")
+    calibration: Calibration | None = None
 
 
 def is_ensemble_file(path: str | os.PathLike) -> bool:
@@ -98,15 +117,22 @@ def save_ensemble(path: str | os.PathLike, members: Sequence[str | os.PathLike],
     return path
 
 
-def read_manifest(path: str | os.PathLike) -> dict:
-    """The ensemble's JSON manifest: ``format_version`` and ``members`` (info, sha256, source)."""
-    meta = header_metadata(path)
+def read_manifest(path: str | os.PathLike, meta: dict | None = None) -> dict:
+    """The ensemble's JSON manifest, checked: ``format_version``, ``members`` (info, sha256, source),
+    ``combine`` and ``calibration``."""
+    meta = header_metadata(path) if meta is None else meta
     if ENSEMBLE_KEY not in meta:
-        raise ValueError(f"{path} is not a mixscale ensemble file")
-    manifest = json.loads(meta[ENSEMBLE_KEY])
-    if manifest.get("format_version") != ENSEMBLE_VERSION:
-        raise ValueError(f"{path} has ensemble format_version={manifest.get('format_version')!r}; this mixscale "
-                         f"reads version {ENSEMBLE_VERSION}: upgrade mixscale")
+        raise InvalidModelFile(path, "it is not a mixscale ensemble file")
+    manifest = parse_json(meta[ENSEMBLE_KEY], path, "ensemble manifest")
+    if not isinstance(manifest, dict):
+        raise InvalidModelFile(path, f"its ensemble manifest is a JSON {type(manifest).__name__}, not an object")
+    if manifest.get("format_version") != ENSEMBLE_VERSION or isinstance(manifest.get("format_version"), bool):
+        raise InvalidModelFile(path, f"ensemble format_version={manifest.get('format_version')!r}; this mixscale "
+                                     f"reads version {ENSEMBLE_VERSION}: upgrade mixscale")
+    try:
+        EnsembleManifest.model_validate(manifest)
+    except ValidationError as exc:
+        raise InvalidModelFile(path, first_error(exc)) from None
     return manifest
 
 
@@ -139,13 +165,17 @@ class Ensemble(Model):
     @classmethod
     def load(cls, path, *, device: str = "cpu") -> Ensemble:
         """Read an ensemble file (never unpickles) and build every member on ``device``."""
-        from safetensors.torch import load_file
-
-        manifest = read_manifest(path)
-        state = load_file(str(path), device="cpu")
+        meta, entries, _ = read_header(path)
+        manifest = read_manifest(path, meta)
+        infos = [info_from_dict(entry["info"], f"{path} (member {i})") for i, entry in enumerate(manifest["members"])]
+        for i, info in enumerate(infos):
+            plan_net(info, entries, source=f"{path} (member {i})", prefix=f"m{i}.")
+        stray = [k for k in entries if not any(k.startswith(f"m{i}.") for i in range(len(infos)))]
+        if stray:
+            raise InvalidModelFile(path, f"tensor {stray[0]!r} belongs to no member")
+        state = load_tensors(path)
         members = []
-        for i, entry in enumerate(manifest["members"]):
-            info = info_from_dict(entry["info"], f"{path} (member {i})")
+        for i, info in enumerate(infos):
             prefix = f"m{i}."
             own = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
             net = build_net(info, own, source=f"{path} (member {i})").to(device).eval()
@@ -213,6 +243,35 @@ def write_calibrated(source, output, calibration: dict) -> Path:
     with atomic_path(output) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
     return output
+
+
+def describe_file(path) -> dict:
+    """What a model or ensemble file holds, from its header alone: no tensor is read, no network allocated.
+
+    The parameter count and receptive field come from the network the header describes,
+    built on the meta device after its tensors were checked against the file's.
+    """
+    meta, entries, _ = read_header(path)
+    if ENSEMBLE_KEY in meta:
+        manifest = read_manifest(path, meta)
+        infos = [info_from_dict(e["info"], f"{path} (member {i})") for i, e in enumerate(manifest["members"])]
+        nets = [plan_net(info, entries, source=f"{path} (member {i})", prefix=f"m{i}.")
+                for i, info in enumerate(infos)]
+        out = {"format": "mixscale ensemble", **_public(infos[0]), "net_name": [i.net_name for i in infos],
+               "members": len(infos), "calibration": manifest.get("calibration"),
+               "combine": manifest.get("combine", "probabilities")}
+        out.pop("net_config")
+    else:
+        info = read_model_info(path)
+        nets = [plan_net(info, entries, source=path)]
+        out = {"format": "mixscale model", **_public(info)}
+    out["parameters"] = sum(p.numel() for net in nets for p in net.parameters())
+    out["receptive_field"] = max(int(getattr(net, "receptive_field", 0)) for net in nets) or None
+    return out
+
+
+def _public(info) -> dict:
+    return {k: v for k, v in info.__dict__.items() if k != "train_config"}
 
 
 def open_model(path, *, device: str = "cpu") -> Model:

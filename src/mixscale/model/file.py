@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,11 +28,11 @@ from .._checks import check_choice
 from ..data import atomic_path
 from ..nets import create_net, net_defaults
 from ..tasks import MODEL_TASKS
+from .checks import READABLE_VERSIONS, InvalidModelFile, check_tensors, planned_tensors, read_header, validated_metadata
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
 METADATA_KEY = "mixscale"
 
 
@@ -126,6 +127,8 @@ def save_model(path: str | os.PathLike, net: nn.Module, info: ModelInfo) -> Path
     from safetensors.torch import save_file
 
     check_choice("task", info.task, MODEL_TASKS)
+    validated_metadata(dict(info.__dict__), path)  # a file this writes is one every loader accepts
+    _check_facts(info, path)
     path = Path(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     meta = {METADATA_KEY: json.dumps(info.__dict__, allow_nan=True)}
@@ -136,13 +139,17 @@ def save_model(path: str | os.PathLike, net: nn.Module, info: ModelInfo) -> Path
 
 
 def read_model_info(path: str | os.PathLike) -> ModelInfo:
-    """Read only the metadata of a model file (no weights, no code)."""
-    header = _read_header(Path(path))
-    return _info_from_header(header, path)
+    """Read only the metadata of a model file (no weights, no code), checked (:mod:`mixscale.model.checks`)."""
+    meta, _, _ = read_header(path)
+    return _info_from_meta(meta, path)
 
 
 def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelInfo]:
     """Rebuild the network of a model file and load its weights.
+
+    The header, the metadata and the tensors' names and shapes are checked before the
+    network is built (a malformed file raises :class:`InvalidModelFile`); the tensors
+    are read once.
 
     Returns
     -------
@@ -150,65 +157,117 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -
         In eval mode, on ``device``.
     info : ModelInfo
     """
-    from safetensors.torch import load_file
+    meta, entries, _ = read_header(path)
+    info = _info_from_meta(meta, path)
+    plan_net(info, entries, source=path)
+    return build_net(info, load_tensors(path), source=path).to(device).eval(), info
 
-    info = read_model_info(path)
-    return build_net(info, load_file(str(path), device="cpu"), source=path).to(device).eval(), info
 
-
-def build_net(info: ModelInfo, state: dict, *, source) -> nn.Module:
-    """The network of ``info`` with the weights ``state`` (names must match exactly)."""
-    net = create_net(info.net_name, **info.net_config)
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"model file {source} does not match network {info.net_name!r}: "
-                         f"missing {missing}, unexpected {unexpected}")
+def plan_net(info: ModelInfo, entries: dict, *, source, prefix: str = ""):
+    """Check the file's tensor entries (names after ``prefix``) against the network ``info`` describes,
+    built on the meta device within a budget the entries set; the meta network (no memory)."""
+    mine = [e for k, e in entries.items() if k.startswith(prefix)]
+    elements = sum(math.prod(e["shape"]) for e in mine)
+    planned, net = planned_tensors(info.net_name, info.net_config, budget_tensors=len(mine),
+                                   budget_elements=2 * elements + 65536, path=source)
+    check_tensors(planned, entries, source, prefix=prefix)
     return net
 
 
-def _read_header(path: Path) -> dict:
-    """Parse the safetensors JSON header by hand, so nothing but JSON is ever decoded."""
-    if not path.is_file():
-        raise FileNotFoundError(f"model file not found: {path}")
-    with open(path, "rb") as f:
-        head = f.read(8)
-        size = int.from_bytes(head, "little") if len(head) == 8 else -1
-        if not 1 < size < min(100_000_000, path.stat().st_size):
-            raise ValueError(f"{path} is not a mixscale model file (safetensors header expected); "
-                             "pickled checkpoints are refused because loading them can run code")
-        raw = f.read(size)
+def load_tensors(path) -> dict[str, torch.Tensor]:
+    """Every tensor of a checked safetensors file, read once, on the CPU."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path} is not a mixscale model file: unreadable safetensors header ({exc})") from None
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise InvalidModelFile(path, f"its tensors cannot be read ({exc})") from None
+
+
+def build_net(info: ModelInfo, state: dict, *, source) -> nn.Module:
+    """The network of ``info`` with the weights ``state`` (names must match exactly; checked first by
+    :func:`plan_net`)."""
+    net = create_net(info.net_name, **info.net_config)
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise InvalidModelFile(source, f"its tensors do not match network {info.net_name!r}: missing {missing}, "
+                                       f"unexpected {unexpected}")
+    return net
 
 
 def header_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """The safetensors ``__metadata__`` of a file (JSON only; no tensors read)."""
-    return _read_header(Path(path)).get("__metadata__") or {}
+    """The safetensors ``__metadata__`` of a file (JSON only; no tensors read), checked."""
+    return read_header(path)[0]
 
 
-def _info_from_header(header: dict, path) -> ModelInfo:
-    meta = header.get("__metadata__") or {}
+def parse_json(text: str, path, what: str):
+    """JSON from a metadata string; InvalidModelFile naming ``what`` otherwise."""
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise InvalidModelFile(path, f"its {what} is not JSON ({exc})") from None
+
+
+def _info_from_meta(meta: dict, path) -> ModelInfo:
     if METADATA_KEY not in meta:
-        raise ValueError(f"{path} is a safetensors file without mixscale metadata")
-    return info_from_dict(json.loads(meta[METADATA_KEY]), path)
+        kind = "an ensemble file (open it with open_model)" if "mixscale_ensemble" in meta else \
+            "a safetensors file without mixscale metadata"
+        raise InvalidModelFile(path, f"it is {kind}")
+    return info_from_dict(parse_json(meta[METADATA_KEY], path, "metadata"), path)
 
 
-def info_from_dict(data: dict[str, Any], path) -> ModelInfo:
-    """A :class:`ModelInfo` from its JSON form, of any readable format version."""
-    version = data.get("format_version")
-    if version not in READABLE_VERSIONS or isinstance(version, bool):
-        raise ValueError(f"{path} has model format_version={version!r}; this mixscale reads versions "
-                         f"{list(READABLE_VERSIONS)}: upgrade mixscale")
-    if version == 1:
-        data = _upgrade_v1(data)
-    known = set(ModelInfo.__dataclass_fields__)
-    return ModelInfo(**{k: v for k, v in data.items() if k in known})
+def info_from_dict(data: Any, path) -> ModelInfo:
+    """A :class:`ModelInfo` from its JSON form, of any readable format version, checked against its schema."""
+    data = validated_metadata(data, path)
+    if data["format_version"] == 1:
+        data = _upgrade_v1(data, path)
+    info = ModelInfo(**data)
+    _check_facts(info, path)
+    return info
 
 
-def _upgrade_v1(data: dict) -> dict:
+def _check_facts(info: ModelInfo, path) -> None:
+    """Facts that must agree with each other (each is valid alone): channels, names, statistics."""
+    try:
+        channels, classes = info.in_channels, info.out_channels
+    except (TypeError, ValueError) as exc:
+        raise InvalidModelFile(path, f"net_config gives no usable channel counts ({exc})") from None
+    if not isinstance(channels, int) or not isinstance(classes, int) or channels < 1 or classes < 1:
+        raise InvalidModelFile(path, f"net_config has in_channels={channels!r}, out_channels={classes!r}")
+    if channels % (2 * info.context_slices + 1):
+        raise InvalidModelFile(path, f"in_channels={channels} is not a multiple of 2 * context_slices + 1 = "
+                                     f"{2 * info.context_slices + 1}")
+    if info.class_names is not None and len(info.class_names) != classes:
+        raise InvalidModelFile(path, f"{len(info.class_names)} class_names for out_channels={classes}")
+    for key, want in (("normalization", info.image_channels), ("target_normalization", classes)):
+        stats = getattr(info, key)
+        if stats and not len(stats["mean"]) == len(stats["std"]) == want:
+            raise InvalidModelFile(path, f"{key} has {len(stats['mean'])} means and {len(stats['std'])} stds; "
+                                         f"{want} expected")
+        if stats and not all(v > 0 for v in stats["std"]):
+            raise InvalidModelFile(path, f"{key}.std must be positive, got {stats['std']}")
+    _check_calibration_facts(info.calibration, classes, path)
+
+
+def _check_calibration_facts(calibration: dict | None, classes: int, path) -> None:
+    conformal = (calibration or {}).get("conformal")
+    if conformal and isinstance(conformal["threshold"], list) and len(conformal["threshold"]) != classes:
+        raise InvalidModelFile(path, f"calibration.conformal.threshold has {len(conformal['threshold'])} "
+                                     f"values for {classes} classes")
+    risk = (calibration or {}).get("risk")
+    if risk and risk["class"] >= classes:
+        raise InvalidModelFile(path, f"calibration.risk.class={risk['class']} is not one of the {classes} classes")
+
+
+def _upgrade_v1(data: dict, path=None) -> dict:
     """Version 1 kept the 2.5D layout only in the training config: lift it into fields of their own."""
     section = (data.get("train_config") or {}).get("data") or {}
-    return {**data, "context_slices": int(section.get("context_slices") or 0),
-            "slice_axis": int(section.get("slice_axis") or 0), "format_version": FORMAT_VERSION}
+    if not isinstance(section, dict):
+        raise InvalidModelFile(path, "train_config.data must be an object")
+    lifted = {"context_slices": section.get("context_slices") or 0, "slice_axis": section.get("slice_axis") or 0}
+    for key, top in (("context_slices", 64), ("slice_axis", 2)):
+        value = lifted[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
+            raise InvalidModelFile(path, f"train_config.data.{key}={value!r} is not an integer in 0..{top}")
+    return {**data, **lifted, "format_version": FORMAT_VERSION}
