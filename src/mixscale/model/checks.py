@@ -30,7 +30,7 @@ from ..tasks import MODEL_TASKS
 
 READABLE_VERSIONS = (1, 2)  # model file format versions this build reads
 MAX_HEADER_BYTES = 100_000_000
-MAX_INT = 2 ** 20  # any integer of a network's constructor arguments (channels, depth, sizes)
+MAX_INT = 2 ** 16  # any integer of a network's constructor arguments (channels, depth, sizes)
 MAX_LIST = 4096
 DTYPES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 
