@@ -68,11 +68,12 @@ def entropy_of(probs: np.ndarray) -> np.ndarray:
     return -(np.where(probs > 0, probs * np.log(np.maximum(probs, 1e-30)), 0)).sum(0)
 
 
-def calibrated_figures(model: str, images, labels, judged: np.ndarray, out: Path, name: str) -> dict:
-    """Calibrate ``model`` on (images, labels), predict the test slices with it, judge on ``judged`` labels."""
+def calibrated_figures(model: str, images, labels, judged: np.ndarray, test: dict, out: Path, name: str) -> dict:
+    """Calibrate ``model`` on (images, labels), predict the test slices ``test["images"]`` with it, judge on
+    ``judged`` labels."""
     calibrated = out / f"{name}.safetensors"
     record = api.calibrate(model, images, labels, calibrated, alpha=0.1, slice_axis=0, overwrite=True)
-    scaled = api.predict(calibrated, TEST["images"], slice_axis=0, probabilities=True)
+    scaled = api.predict(calibrated, test["images"], slice_axis=0, probabilities=True)
     sets = prediction_sets(scaled, record["conformal"]["threshold"], score="lac").numpy()
     keep = judged >= 0
     covered = np.take_along_axis(sets, np.maximum(judged, 0)[None], 0)[0]
@@ -81,15 +82,16 @@ def calibrated_figures(model: str, images, labels, judged: np.ndarray, out: Path
             "mean_set_size": float(sets.sum(0)[keep].mean()), "_scaled": scaled}
 
 
-def judge(model: str, paths: dict[str, str], out: Path, half: np.ndarray) -> dict:
-    """Every figure of one model file on the test slices (see the module docstring)."""
-    truth = TEST["labels"]
-    probs = api.predict(model, TEST["images"], slice_axis=0, probabilities=True)
+def judge(model: str, paths: dict[str, str], test: dict, out: Path, half: np.ndarray) -> dict:
+    """Every figure of one model file on the test slices ``test`` (images, labels; see the module docstring)."""
+    truth = test["labels"]
+    probs = api.predict(model, test["images"], slice_axis=0, probabilities=True)
     pred = probs.argmax(0)
     report = api.evaluate(pred.astype(np.uint8), truth, num_classes=2, class_names=CLASSES)
     stem = Path(model).parent.name if Path(model).name == "model.safetensors" else Path(model).stem
-    shifted = calibrated_figures(model, paths["val_images"], paths["val_labels"], truth, out, f"{stem}_shifted")
-    exch = calibrated_figures(model, TEST["images"], np.where(half, truth, -1), np.where(half, -1, truth), out,
+    shifted = calibrated_figures(model, paths["val_images"], paths["val_labels"], truth, test, out,
+                                 f"{stem}_shifted")
+    exch = calibrated_figures(model, test["images"], np.where(half, truth, -1), np.where(half, -1, truth), test, out,
                               f"{stem}_exchangeable")
     row = {"pixel_error": 1 - report["accuracy"], "membrane_f1": report["per_class"]["membrane"]["f1"],
            "nll": negative_log_likelihood(probs, truth), "ece": expected_calibration_error(probs, truth),
@@ -100,23 +102,20 @@ def judge(model: str, paths: dict[str, str], out: Path, half: np.ndarray) -> dic
     return row
 
 
-def ensemble_figures(ensemble: str, row: dict, half: np.ndarray, out: Path) -> dict:
+def ensemble_figures(ensemble: str, row: dict, test: dict, half: np.ndarray, out: Path) -> dict:
     """Reliability diagrams before/after scaling and the uncertainty panel of slice 20; MI's AUROC."""
-    truth = TEST["labels"]
+    truth = test["labels"]
     judged = np.where(half, -1, truth)
     plot_reliability_diagram(reliability(row["_probs"], judged), out / "reliability_ensemble.png",
                              title="ensemble, slices 20-29")
     plot_reliability_diagram(reliability(row["_scaled_exch"], judged), out / "reliability_ensemble_scaled.png",
                              title="ensemble, temperature-scaled")
-    maps = api.predict(ensemble, TEST["images"], slice_axis=0, uncertainty=True)
-    plot_uncertainty_panel(TEST["images"][0], maps["labels"][0], maps["entropy"][0], maps["mutual_info"][0],
+    maps = api.predict(ensemble, test["images"], slice_axis=0, uncertainty=True)
+    plot_uncertainty_panel(test["images"][0], maps["labels"][0], maps["entropy"][0], maps["mutual_info"][0],
                            out / "uncertainty_panel_slice20.png", num_classes=2)
     error = row["_probs"].argmax(0) != truth
     return {"auroc_mutual_info": auroc(np.asarray(maps["mutual_info"], np.float64), error),
             "auroc_std": auroc(np.asarray(maps["prob_std"], np.float64).max(0), error)}
-
-
-TEST: dict[str, np.ndarray] = {}
 
 
 def main() -> None:
@@ -134,19 +133,19 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     paths = prepare(Path(args.data), out / "data")
-    TEST["images"] = np.asarray(read_image(paths["test_images"]))
-    TEST["labels"] = np.asarray(read_image(paths["test_labels"])).astype(np.int64)
-    half = np.random.default_rng(args.seed).random(TEST["labels"].shape) < 0.5
+    test = {"images": np.asarray(read_image(paths["test_images"])),
+            "labels": np.asarray(read_image(paths["test_labels"])).astype(np.int64)}
+    half = np.random.default_rng(args.seed).random(test["labels"].shape) < 0.5
     run_dir = out / "run"
     t0 = time.perf_counter()
     epochs = None if args.minutes else args.epochs
     cfg = config(paths, run_dir, args.members, epochs, args.minutes, args.bootstrap)
     result = api.train(cfg, resume=run_dir.exists())
     train_s = time.perf_counter() - t0
-    rows = {f"member_{i}": judge(str(run_dir / f"member_{i}" / "model.safetensors"), paths, out, half)
+    rows = {f"member_{i}": judge(str(run_dir / f"member_{i}" / "model.safetensors"), paths, test, out, half)
             for i in range(args.members)}
-    rows["ensemble"] = judge(str(result.model_path), paths, out, half)
-    extra = ensemble_figures(str(result.model_path), rows["ensemble"], half, out)
+    rows["ensemble"] = judge(str(result.model_path), paths, test, out, half)
+    extra = ensemble_figures(str(result.model_path), rows["ensemble"], test, half, out)
     rows = {name: {k: v for k, v in r.items() if not k.startswith("_")} for name, r in rows.items()}
     keys = list(rows["ensemble"])
     rows["mean_member"] = {k: float(np.mean([rows[f"member_{i}"][k] for i in range(args.members)])) for k in keys}

@@ -19,9 +19,13 @@ True
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from .._checks import check_int
+
+logger = logging.getLogger(__name__)
 
 
 def block_ids(shape: tuple[int, ...], block: tuple[int, ...]) -> tuple[np.ndarray, int]:
@@ -100,4 +104,7 @@ def block_bootstrap(labels, *, block_shape, seed: int, ignore_index: int = -1) -
             y[out] = ignore_index
         out_labels.append(y)
         weights.append(w)
+    before = sum(int(m.sum()) for m in masks)
+    after = sum(int((m & (w > 0)).sum()) for m, w in zip(masks, weights))
+    logger.info("bootstrap (seed %d): %.1f %% of the labelled pixels are in drawn blocks", seed, 100 * after / before)
     return out_labels, weights

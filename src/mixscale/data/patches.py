@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._checks import check_float, check_int, check_shape
+from .bootstrap import labelled_mask
 
 logger = logging.getLogger(__name__)
 
@@ -172,10 +173,8 @@ class PatchSampler:
     def _index_labels(self, weights) -> None:
         self._flat_labelled, self._n_labelled = [], []
         for i, (lab, w) in enumerate(zip(self.labels, weights)):
-            if self.regression:
-                mask = np.isfinite(lab).any(axis=0)
-            else:
-                mask = lab != self.ignore_index
+            mask = labelled_mask(lab, ignore_index=self.ignore_index)
+            if not self.regression:
                 if (lab[mask] < 0).any():
                     raise ValueError(
                         f"labels[{i}] holds negative values other than ignore_index={self.ignore_index}"

@@ -100,6 +100,12 @@ def _classes_first(probs) -> torch.Tensor:
     return p.to(torch.float64)
 
 
+def check_score_options(score: str, options: dict) -> None:
+    """Only APS and RAPS are randomised: ``randomized=True`` with LAC is refused, naming it."""
+    if options.get("randomized") and score == "lac":
+        raise not_allowed("randomized", True, "False for score='lac' (only aps and raps are randomised)")
+
+
 def pixel_uniforms(shape, *, region=None, seed: int = 0) -> torch.Tensor:
     """One U[0, 1) number per pixel, a hash of the pixel's global coordinates and ``seed``: ``shape`` float64.
 
@@ -130,9 +136,10 @@ def pixel_uniforms(shape, *, region=None, seed: int = 0) -> torch.Tensor:
     lengths = tuple(r.stop - r.start for r in region)
     if tuple(v for v in lengths if v != 1) != tuple(v for v in shape if v != 1):
         raise ValueError(f"region {region} does not hold an array of shape {shape}")
-    grids = np.meshgrid(*[np.arange(r.start, r.stop, dtype=np.uint64) for r in region], indexing="ij")
-    h = np.full(lengths, np.uint64(check_int("seed", seed, minimum=0)), dtype=np.uint64)
-    for coordinate in grids:
+    h = np.full((1,) * len(region), np.uint64(check_int("seed", seed, minimum=0)), dtype=np.uint64)
+    for axis, r in enumerate(region):  # one coordinate axis at a time, broadcast: no full index grids
+        coordinate = np.arange(r.start, r.stop, dtype=np.uint64).reshape([-1 if i == axis else 1
+                                                                            for i in range(len(region))])
         h = _splitmix64(h ^ coordinate)
     return torch.from_numpy(((h >> np.uint64(11)).astype(np.float64) * 2.0 ** -53).reshape(shape))
 
@@ -169,8 +176,7 @@ def class_scores(probs, *, score: str = "lac", generator: torch.Generator | None
     check_choice("score", score, SCORES)
     p = _classes_first(probs)
     if score == "lac":
-        if randomized:
-            raise not_allowed("randomized", randomized, "False for score='lac' (only aps and raps are randomised)")
+        check_score_options(score, {"randomized": randomized})
         return 1.0 - p
     order = torch.argsort(p, dim=0, descending=True, stable=True)
     sorted_p = torch.gather(p, 0, order)

@@ -116,7 +116,7 @@ class MetadataV2(_Strict):
 
     @field_validator("net_config")
     @classmethod
-    def _sizes(cls, v, info):
+    def _sizes(cls, v):
         _check_json_sizes(v, "net_config")
         return v
 
@@ -167,11 +167,10 @@ def validated_metadata(data, path) -> dict:
                                      f"{list(READABLE_VERSIONS)}: upgrade mixscale")
     schema = MetadataV2 if version == 2 else MetadataV1
     try:
-        checked = schema.model_validate(data)
+        schema.model_validate(data)
     except ValidationError as exc:
         raise InvalidModelFile(path, first_error(exc)) from None
-    out = {k: v for k, v in data.items() if k in type(checked).model_fields and
-           not (version == 1 and k in ("context_slices", "slice_axis"))}
+    out = dict(data)  # the schema forbids other keys (and version 1's layout fields are lifted later)
     unknown = set(out["net_config"]) - set(_constructor_arguments(out["net_name"]))
     if unknown:
         raise InvalidModelFile(path, f"net_config has argument(s) {sorted(unknown)} that network "

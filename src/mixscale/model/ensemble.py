@@ -136,6 +136,20 @@ def read_manifest(path: str | os.PathLike, meta: dict | None = None) -> dict:
     return manifest
 
 
+def checked_members(path, meta: dict | None = None, entries: dict | None = None) -> tuple[dict, list, list]:
+    """An ensemble file's manifest, its members' infos and their networks on the meta device, every
+    member's tensors checked against the header and no tensor left that belongs to no member."""
+    if meta is None or entries is None:
+        meta, entries, _ = read_header(path)
+    manifest = read_manifest(path, meta)
+    infos = [info_from_dict(e["info"], f"{path} (member {i})") for i, e in enumerate(manifest["members"])]
+    nets = [plan_net(info, entries, source=f"{path} (member {i})", prefix=f"m{i}.") for i, info in enumerate(infos)]
+    stray = [k for k in entries if not any(k.startswith(f"m{i}.") for i in range(len(infos)))]
+    if stray:
+        raise InvalidModelFile(path, f"tensor {stray[0]!r} belongs to no member")
+    return manifest, infos, nets
+
+
 class Ensemble(Model):
     """Members that predict together: mean probability (or mean output), and their spread.
 
@@ -165,14 +179,7 @@ class Ensemble(Model):
     @classmethod
     def load(cls, path, *, device: str = "cpu") -> Ensemble:
         """Read an ensemble file (never unpickles) and build every member on ``device``."""
-        meta, entries, _ = read_header(path)
-        manifest = read_manifest(path, meta)
-        infos = [info_from_dict(entry["info"], f"{path} (member {i})") for i, entry in enumerate(manifest["members"])]
-        for i, info in enumerate(infos):
-            plan_net(info, entries, source=f"{path} (member {i})", prefix=f"m{i}.")
-        stray = [k for k in entries if not any(k.startswith(f"m{i}.") for i in range(len(infos)))]
-        if stray:
-            raise InvalidModelFile(path, f"tensor {stray[0]!r} belongs to no member")
+        manifest, infos, _ = checked_members(path)
         state = load_tensors(path)
         members = []
         for i, info in enumerate(infos):
@@ -253,10 +260,7 @@ def describe_file(path) -> dict:
     """
     meta, entries, _ = read_header(path)
     if ENSEMBLE_KEY in meta:
-        manifest = read_manifest(path, meta)
-        infos = [info_from_dict(e["info"], f"{path} (member {i})") for i, e in enumerate(manifest["members"])]
-        nets = [plan_net(info, entries, source=f"{path} (member {i})", prefix=f"m{i}.")
-                for i, info in enumerate(infos)]
+        manifest, infos, nets = checked_members(path, meta, entries)
         out = {"format": "mixscale ensemble", **_public(infos[0]), "net_name": [i.net_name for i in infos],
                "members": len(infos), "calibration": manifest.get("calibration"),
                "combine": manifest.get("combine", "probabilities")}

@@ -135,18 +135,18 @@ class Model:
 
     def conformal(self) -> dict:
         """The conformal calibration; a clear error when the model has none."""
-        found = self.calibration.get("conformal")
-        if not found:
-            raise ValueError(f"{self.source or 'the model'} has no conformal calibration: prediction sets need "
-                             "a calibrated model (mixscale calibrate MODEL IMAGES LABELS -o calibrated.safetensors)")
-        return found
+        return self._calibration_part("conformal", "no conformal calibration: prediction sets need a calibrated "
+                                                   "model (mixscale calibrate MODEL IMAGES LABELS -o calibrated.safetensors)")
 
     def risk(self) -> dict:
         """The conformal risk control of a class mask; a clear error when the model has none."""
-        found = self.calibration.get("risk")
+        return self._calibration_part("risk", "no risk-controlled mask: calibrate it with a class (mixscale "
+                                              "calibrate MODEL IMAGES LABELS --fnr-class NAME -o calibrated.safetensors)")
+
+    def _calibration_part(self, key: str, missing: str) -> dict:
+        found = self.calibration.get(key)
         if not found:
-            raise ValueError(f"{self.source or 'the model'} has no risk-controlled mask: calibrate it with a class "
-                             "(mixscale calibrate MODEL IMAGES LABELS --fnr-class NAME -o calibrated.safetensors)")
+            raise ValueError(f"{self.source or 'the model'} has {missing}")
         return found
 
     # -- input ---------------------------------------------------------------------

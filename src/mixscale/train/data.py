@@ -8,7 +8,7 @@ import numpy as np
 
 from ..data import (Augmentation, Normalization, PatchDataset, PatchSampler, array_sha256, check_label_convention,
                     compute_normalization, pixel_split, prepare_labels, read_image, split_images)
-from ..data.bootstrap import block_bootstrap, labelled_mask
+from ..data.bootstrap import block_bootstrap
 
 from .settings import DataSettings, TrainingData, addresses, to_channels_first
 
@@ -133,12 +133,8 @@ def build_training_data(s: DataSettings) -> TrainingData:
         ty, vy = _scale_targets(ty, target_norm), _scale_targets(vy, target_norm)
     weights = None
     if s.bootstrap:
-        before = sum(int(labelled_mask(y, ignore_index=s.ignore_index).sum()) for y in ty)
         ty, weights = block_bootstrap(ty, block_shape=bootstrap_block(s, tx[0].shape[1:]), seed=s.seed,
                                       ignore_index=s.ignore_index)
-        after = sum(int(labelled_mask(y, ignore_index=s.ignore_index).sum()) for y in ty)
-        logger.info("bootstrap (seed %d): %.1f %% of the labelled training pixels are in drawn blocks", s.seed,
-                    100 * after / before)
     sampler = lambda X, Y, frac, w=None: PatchSampler(X, Y, patch_shape=tuple(s.patch_shape),  # noqa: E731
                                                       spatial_dims=s.spatial_dims, ignore_index=s.ignore_index,
                                                       label_fraction=frac, slice_axis=s.slice_axis,

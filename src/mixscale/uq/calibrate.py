@@ -17,9 +17,9 @@ import math
 import numpy as np
 import torch
 
-from .._checks import check_choice, check_int, check_shape, not_allowed
-from ..infer.conformal import (SCORES, check_alpha, class_conditional_quantiles, conformal_quantile,
-                               true_class_scores)
+from .._checks import check_choice, check_int, check_shape
+from ..infer.conformal import (SCORES, check_alpha, check_score_options, class_conditional_quantiles,
+                               conformal_quantile, true_class_scores)
 
 logger = logging.getLogger(__name__)
 
@@ -203,8 +203,7 @@ def calibrate(model, arrays, labels, *, alpha: float | None = 0.1, score: str = 
     check_choice("score", score, SCORES)
     check_int("min_count", min_count, minimum=1)
     options = dict(score_options or {})
-    if options.get("randomized") and score == "lac":
-        raise not_allowed("randomized", True, "False for score='lac' (only aps and raps are randomised)")
+    check_score_options(score, options)
     if fnr_class is not None:
         check_int("fnr_class", fnr_class, minimum=0, maximum=model.out_channels - 1)
         fnr_alpha = check_alpha(fnr_alpha)
