@@ -26,6 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from .._files import atomic_path
+from .._lock import LockedError, describe, held, is_stale, owner_record, read_owner
 
 logger = logging.getLogger(__name__)
 
@@ -99,22 +100,65 @@ class BlockStore:
         """
         store = cls(path)
         plan = json.loads(json.dumps(plan))  # JSON-normalised, so it compares with what is read back
-        if store.path.exists():
-            old = store.read_plan()
-            if old == plan:
-                logger.info("resuming %s: %d blocks already complete", store.path, len(store.done()))
-                return store
-            if not overwrite:
-                raise FileExistsError(store._mismatch_message(old, plan))
-            logger.warning("replacing %s (made for different settings)", store.path)
-            shutil.rmtree(store.path)
-        try:
-            with atomic_path(store.path, replace=False) as tmp:  # the rename fails if another process got there first
+        store.path.parent.mkdir(parents=True, exist_ok=True)
+        with held(store._prepare_lock, "preparing a block-prediction store", wait=120.0):
+            if store.path.exists():
+                old = store.read_plan()
+                if old == plan:
+                    logger.info("resuming %s: %d blocks already complete", store.path, len(store.done()))
+                    store.register_writer()
+                    return store
+                if old is None or not overwrite:  # never remove what mixscale did not write
+                    raise FileExistsError(store._mismatch_message(old, plan))
+                store._refuse_live_writers()
+                logger.warning("replacing %s (made for different settings)", store.path)
+                shutil.rmtree(store.path)
+            with atomic_path(store.path, replace=False) as tmp:
                 _create_group(tmp, shape, block_shape, arrays, plan)
-        except FileExistsError:
-            if store.read_plan() != plan:
-                raise FileExistsError(store._mismatch_message(store.read_plan(), plan)) from None
+            store.register_writer()
         return store
+
+    # -- writers -----------------------------------------------------------------
+
+    @property
+    def _prepare_lock(self) -> Path:
+        """Held while a process checks, replaces or creates the store (a sibling of the store)."""
+        return self.path.with_name(f".{self.path.name}.lock")
+
+    @property
+    def _writers(self) -> Path:
+        return self.path.joinpath(MARKER_DIR[0], "writers")
+
+    def register_writer(self) -> None:
+        """Record this process as a writer of the store's plan (parts of one plan may write together)."""
+        self._writers.mkdir(parents=True, exist_ok=True)
+        record = owner_record("writing blocks")
+        with atomic_path(self._writers / f"{record['host']}-{record['pid']}") as tmp:
+            tmp.write_text(json.dumps(record))
+        self._writer_record = record
+
+    def unregister_writer(self) -> None:
+        """Remove this process's writer record (at the end of its part, finished or failed)."""
+        record = getattr(self, "_writer_record", None)
+        if record is not None:
+            (self._writers / f"{record['host']}-{record['pid']}").unlink(missing_ok=True)
+            self._writer_record = None
+
+    def live_writers(self) -> list[dict]:
+        """The other processes recorded as writers of the store that still run (or run on another host)."""
+        if not self._writers.is_dir():
+            return []
+        me = owner_record("")
+        found = [read_owner(p) for p in sorted(self._writers.iterdir())]
+        return [w for w in found if w is not None and not is_stale(w)
+                and (w.get("pid"), w.get("host")) != (me["pid"], me["host"])]
+
+    def _refuse_live_writers(self) -> None:
+        live = self.live_writers()
+        if live:
+            raise LockedError(f"output {self.path} is being written by {describe(live[0])}"
+                              f"{f' and {len(live) - 1} more' if len(live) > 1 else ''}; overwrite refused "
+                              "while it runs: wait for it to finish, or choose another output")
 
     def read_plan(self) -> dict | None:
         """The plan stored in the group's attributes; None if this is not a block store."""
@@ -128,8 +172,8 @@ class BlockStore:
 
     def _mismatch_message(self, old: dict | None, new: dict) -> str:
         if old is None:
-            return (f"output {self.path} exists and is not a mixscale block-prediction store; "
-                    "choose another output or remove it")
+            return (f"output {self.path} exists and is not a mixscale block-prediction store, so it is never "
+                    "replaced, with or without overwrite; choose another output or remove it yourself")
         changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         detail = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:4])
         return (f"output {self.path} holds a prediction made with other settings ({detail}); pass overwrite=True "

@@ -246,9 +246,12 @@ def predict_blocks(model, image, output, *, slice_axis: int | None = None, chann
     from ..infer.blocks import block_counts, part_indices, run_blocks
     from ..infer.store import BlockStore
 
+    from ..data.guard import check_not_input
+
     device = check_device(device)
     out = check_output_address(output)
     path, image = str(Path(model).resolve()), _absolute_address(image)
+    check_not_input(image, out)
     from ..model import cached_model
 
     net_model = cached_model(path, device)
@@ -265,13 +268,16 @@ def predict_blocks(model, image, output, *, slice_axis: int | None = None, chann
     store = BlockStore.prepare(out, shape=job.shape, block_shape=job.block_shape,
                                arrays=net_model.output_arrays(job.request),
                                plan=plan_dict(job, net_model, file_sha256(path)), overwrite=overwrite)
-    finished = store.done()
-    todo = [i for i in mine if i not in finished]
-    logger.info("%s: %d blocks of %s over %s; part %d/%d computes %d (%d already complete)", out, total,
-                job.block_shape, job.shape, part_id, num_parts, len(todo), len(mine) - len(todo))
-    start = time.perf_counter()
-    voxels = run_blocks(job, todo, scheduler=scheduler, blocks_in_flight=blocks_in_flight, progress=progress)
-    seconds = time.perf_counter() - start
+    try:
+        finished = store.done()
+        todo = [i for i in mine if i not in finished]
+        logger.info("%s: %d blocks of %s over %s; part %d/%d computes %d (%d already complete)", out, total,
+                    job.block_shape, job.shape, part_id, num_parts, len(todo), len(mine) - len(todo))
+        start = time.perf_counter()
+        voxels = run_blocks(job, todo, scheduler=scheduler, blocks_in_flight=blocks_in_flight, progress=progress)
+        seconds = time.perf_counter() - start
+    finally:
+        store.unregister_writer()
     return {"output": str(out), "blocks": total, "computed": len(todo), "skipped": len(mine) - len(todo),
             "complete": len(store.done()) == total, "voxels": voxels, "seconds": seconds,
             "voxels_per_second": voxels / seconds if seconds > 0 else 0.0}
