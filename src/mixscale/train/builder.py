@@ -32,18 +32,61 @@ def is_secondary_process() -> bool:
     return any(os.environ.get(k, "0") not in ("", "0") for k in ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID"))
 
 
-def check_run_dir(run_dir: Path, *, resume: bool) -> Path:
-    """Refuse to reuse a non-empty run directory unless resuming (which needs a last checkpoint)."""
+#: the lock file of a run directory: one writer at a time
+LOCK_NAME = "run.lock"
+#: config keys a resumed run may change (how long and where it runs); every other key must match
+RESUMABLE_CHANGES = ("run_dir", "trainer.max_epochs", "trainer.max_time", "trainer.early_stopping_patience",
+                     "trainer.progress_bar", "trainer.log_every_n_steps", "trainer.accelerator", "trainer.devices",
+                     "trainer.strategy", "trainer.num_nodes", "data.num_workers")
+
+
+def check_run_dir(run_dir: Path, *, resume: bool, locked: bool = False) -> Path:
+    """Refuse a run directory in use by a live run, and a non-empty one unless resuming (which needs an
+    intact checkpoint); ``locked``: this process holds the lock."""
+    from .._lock import LockedError, describe, is_stale, read_owner
+    from .checkpoints import newest_intact_checkpoint
+
     if is_secondary_process():
         return run_dir
-    last = run_dir / "checkpoints" / "last.ckpt"
+    holder = None if locked else read_owner(run_dir / LOCK_NAME)
+    if holder is not None and not is_stale(holder):
+        raise LockedError(f"run directory {run_dir} is in use by {describe(holder)}; wait for it to finish "
+                          f"(or, if that process is gone on another host, remove {run_dir / LOCK_NAME})")
     if resume:
-        if not last.is_file():
-            raise FileNotFoundError(f"cannot resume: no checkpoint at {last}")
-    elif run_dir.exists() and any(run_dir.iterdir()):
+        if newest_intact_checkpoint(run_dir) is None:
+            raise FileNotFoundError(f"cannot resume: no intact checkpoint in {run_dir / 'checkpoints'}")
+    elif run_dir.exists() and any(p.name != LOCK_NAME for p in run_dir.iterdir()):
         raise FileExistsError(f"run directory {run_dir} exists and is not empty; choose another run_dir "
                               "or pass --resume to continue it")
     return run_dir
+
+
+def _flat(tree, prefix: str = "") -> dict:
+    """``{"a": {"b": 1}} -> {"a.b": 1}``."""
+    if not isinstance(tree, dict):
+        return {prefix[:-1]: tree}
+    out = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}{key}."))
+    return out
+
+
+def check_resumed_config(run_dir: Path, config_yaml: str) -> None:
+    """A resumed run must train what the run directory holds: refuse a config whose network, data, loss
+    or optimiser differ from the saved one, naming the keys (before anything is written)."""
+    import yaml
+
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.is_file():
+        raise FileNotFoundError(f"cannot resume: {saved_path} is missing, so the run's settings are unknown")
+    saved, new = _flat(yaml.safe_load(saved_path.read_text())), _flat(yaml.safe_load(config_yaml))
+    changed = sorted(k for k in set(saved) | set(new)
+                     if saved.get(k) != new.get(k) and not k.startswith(RESUMABLE_CHANGES))
+    if changed:
+        detail = "; ".join(f"{k}: {saved.get(k)!r} -> {new.get(k)!r}" for k in changed[:6])
+        raise ValueError(f"cannot resume {run_dir} with a different config ({detail}"
+                         f"{'; ...' if len(changed) > 6 else ''}); a resumed run may change only "
+                         f"{', '.join(RESUMABLE_CHANGES)}: start a new run_dir for other settings")
 
 
 def data_settings(config: TrainConfig) -> DataSettings:
@@ -115,6 +158,8 @@ def build_run(config: TrainConfig, *, resume: bool = False) -> TrainingRun:
     import lightning as L
 
     run_dir = check_run_dir(Path(config.run_dir), resume=resume)
+    if resume and not is_secondary_process():
+        check_resumed_config(run_dir, dump_config(config))
     L.seed_everything(config.seed, workers=True, verbose=False)
     data = build_data(config)
     module = build_module(config, build_net(config, data))

@@ -7,7 +7,7 @@ a GUI's progress and stop button, a search's pruning.
 
 from __future__ import annotations
 
-import csv
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,9 +15,11 @@ from typing import Sequence
 
 import torch
 
+from .._lock import held
 from ..data import atomic_path
 from ..model import ModelInfo, save_model
-from .builder import is_secondary_process
+from .builder import LOCK_NAME, check_run_dir, is_secondary_process
+from .checkpoints import EpochShuffle, MetricsHistory, checkpoint_io, newest_intact_checkpoint
 from .settings import TrainingRun
 
 logger = logging.getLogger(__name__)
@@ -45,7 +47,8 @@ def prepare_run_dir(run: TrainingRun) -> Path:
 
 
 def build_trainer(run: TrainingRun, callbacks: Sequence = ()):
-    """A Lightning Trainer with checkpoints (best on val_loss, last), CSV log, early stopping, ``callbacks``."""
+    """A Lightning Trainer with checkpoints (best on val_loss, last; written through a temporary name),
+    CSV log, early stopping, ``callbacks``."""
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
@@ -61,15 +64,30 @@ def build_trainer(run: TrainingRun, callbacks: Sequence = ()):
     if run.monitor_lr:
         extra.append(LearningRateMonitor(logging_interval="epoch"))
     trainer = L.Trainer(default_root_dir=run.run_dir, logger=CSVLogger(save_dir=run.run_dir, name="", version="logs"),
-                        callbacks=[*extra, *callbacks], enable_model_summary=False, **run.trainer)
+                        callbacks=[*extra, *callbacks], enable_model_summary=False, plugins=[checkpoint_io()],
+                        **run.trainer)
     return trainer, ckpt
+
+
+@contextlib.contextmanager
+def run_lock(run: TrainingRun):
+    """Hold ``run_dir/run.lock`` for the run (rank 0 only): a second run on the same directory is refused."""
+    if is_secondary_process():
+        yield
+        return
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    with held(run.run_dir / LOCK_NAME, "resuming training" if run.resume else "training"):
+        check_run_dir(run.run_dir, resume=run.resume, locked=True)  # again: another run may have finished meanwhile
+        yield
 
 
 def fit(run: TrainingRun, *, callbacks: Sequence = ()) -> RunResult:
     """Train ``run`` and write its run directory.
 
     Writes ``config.yaml``, ``checkpoints/{best,last}.ckpt``, ``logs/metrics.csv`` and
-    ``model.safetensors`` (the best-on-validation weights) under ``run.run_dir``.
+    ``model.safetensors`` (the best-on-validation weights) under ``run.run_dir``,
+    holding ``run.lock`` meanwhile. A resumed run continues from the newest intact
+    checkpoint and keeps the metrics rows logged before it.
 
     Parameters
     ----------
@@ -78,55 +96,40 @@ def fit(run: TrainingRun, *, callbacks: Sequence = ()) -> RunResult:
         Added after mixscale's own (checkpoints, early stopping, learning-rate log).
     """
     from lightning.fabric.utilities.exceptions import MisconfigurationException
-    from torch.utils.data import DataLoader
 
     try:
         trainer, ckpt = build_trainer(run, callbacks)
     except MisconfigurationException as exc:
         raise ValueError(f"trainer settings: {exc}") from None
-    prepare_run_dir(run)
-    loader = lambda ds, shuffle: DataLoader(ds, batch_size=run.batch_size, shuffle=shuffle,  # noqa: E731
-                                            num_workers=run.num_workers, persistent_workers=run.num_workers > 0)
-    last = run.run_dir / "checkpoints" / "last.ckpt"
-    metrics_csv = run.run_dir / "logs" / "metrics.csv"
-    earlier = read_metrics_rows(metrics_csv) if run.resume else []
-    try:
-        trainer.fit(run.module, loader(run.data.train, True), loader(run.data.val, False),
-                    ckpt_path=str(last) if run.resume else None)
-    finally:  # Lightning's CSV logger restarts the file on resume: keep the earlier epochs even after a crash
-        if earlier and trainer.is_global_zero:
-            merge_metrics_rows(earlier, metrics_csv)
-    best = Path(ckpt.best_model_path) if ckpt.best_model_path else None
-    model_path = run.run_dir / "model.safetensors"
-    if trainer.is_global_zero:
-        _write_model_file(run, best, model_path)
+    with run_lock(run):
+        prepare_run_dir(run)
+        start = newest_intact_checkpoint(run.run_dir) if run.resume else None
+        history = MetricsHistory(run.run_dir / "logs")
+        if run.resume and trainer.is_global_zero:
+            history.keep()
+        try:
+            trainer.fit(run.module, _loader(run, run.data.train, train=True), _loader(run, run.data.val, train=False),
+                        ckpt_path=str(start) if start else None)
+        finally:  # Lightning's CSV logger restarts the file on resume: the earlier epochs go back in front
+            if trainer.is_global_zero:
+                history.merge()
+        best = Path(ckpt.best_model_path) if ckpt.best_model_path else None
+        model_path = run.run_dir / "model.safetensors"
+        if trainer.is_global_zero:
+            _write_model_file(run, best, model_path)
     best_score = float(ckpt.best_model_score) if ckpt.best_model_score is not None else None
-    return RunResult(run.run_dir, model_path, best, last, metrics_csv, best_score, trainer.current_epoch)
+    return RunResult(run.run_dir, model_path, best, run.run_dir / "checkpoints" / "last.ckpt",
+                     history.current, best_score, trainer.current_epoch)
 
 
-def read_metrics_rows(path: Path) -> list[dict]:
-    """Rows of a metrics CSV (empty if there is none)."""
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+def _loader(run: TrainingRun, dataset, *, train: bool):
+    """Training items in an order drawn from (seed, epoch), so a resumed run sees what an uninterrupted one
+    would; validation items in order."""
+    from torch.utils.data import DataLoader
 
-
-def merge_metrics_rows(earlier: list[dict], path: Path) -> None:
-    """Put the rows logged before a resume back in front of the new ones.
-
-    Lightning's CSV logger starts a fresh file when a run resumes; the epochs
-    before the resume point are kept from the old file.
-    """
-    new = read_metrics_rows(path)
-    first_new = min((int(r["epoch"]) for r in new if r.get("epoch")), default=None)
-    old = [r for r in earlier if first_new is None or int(r.get("epoch") or 0) < first_new]
-    fields = list(dict.fromkeys([k for r in old + new for k in r]))
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(old + new)
+    sampler = EpochShuffle(len(dataset), getattr(dataset, "seed", 0)) if train else None
+    return DataLoader(dataset, batch_size=run.batch_size, sampler=sampler, shuffle=False,
+                      num_workers=run.num_workers, persistent_workers=run.num_workers > 0)
 
 
 def _write_model_file(run: TrainingRun, best: Path | None, path: Path) -> None:
