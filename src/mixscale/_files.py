@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+import stat
 import uuid
 from pathlib import Path
 
@@ -35,6 +36,41 @@ def _move_exclusive(tmp: Path, target: Path) -> None:
         raise FileExistsError(f"{target} exists already") from exc
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system allows (Linux: /proc)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore at once
+    os.umask(mask)
+    return mask
+
+
+def _plain_mode(tmp: Path, target: Path) -> int:
+    """The mode a plain ``open()`` (or ``mkdir``) would give ``target``: an existing file keeps its own,
+    a new one ``0o666 & ~umask`` (plus the execute bits the writer gave it), a folder ``0o777 & ~umask``."""
+    if tmp.is_dir():
+        return 0o777 & ~current_umask()
+    if target.is_file():  # open(target, "w") on an existing file keeps its mode
+        return stat.S_IMODE(target.stat().st_mode)
+    executable = stat.S_IMODE(tmp.stat().st_mode) & 0o111
+    return (0o666 | executable) & ~current_umask()
+
+
+def _give_plain_mode(tmp: Path, target: Path) -> None:
+    """Writers that create their file with ``mkstemp`` or a library's private mode (safetensors: 0600)
+    would otherwise leave outputs unreadable to the group and others, unlike every other file."""
+    if tmp.is_symlink():
+        return
+    mode = _plain_mode(tmp, target)
+    if stat.S_IMODE(tmp.stat().st_mode) != mode:
+        os.chmod(tmp, mode)
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
@@ -49,6 +85,10 @@ def atomic_path(target: str | os.PathLike, *, replace: bool = True):
     Works for files and directories. An existing directory target is moved
     aside, replaced, and deleted only once the new one is in place. If the
     writer raises, the temporary is removed and ``target`` is left as it was.
+
+    The result has the mode a plain ``open()`` would give it, whatever mode the
+    writer created the temporary with (``mkstemp`` and some libraries use 0600):
+    an existing file's own mode, else ``0o666 & ~umask`` (folders ``0o777 & ~umask``).
 
     Parameters
     ----------
@@ -76,6 +116,7 @@ def atomic_path(target: str | os.PathLike, *, replace: bool = True):
         yield tmp
         if not tmp.exists():
             raise RuntimeError(f"writer produced nothing at {tmp}")
+        _give_plain_mode(tmp, target)
         if not replace:
             _move_exclusive(tmp, target)
         elif target.is_dir() and not target.is_symlink():

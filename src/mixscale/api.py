@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ._checks import check_choice, check_device, not_allowed
+from ._checks import check_bool, check_choice, check_device, not_allowed
 from .predict.blocks import predict_blocks
 
 __all__ = ["calibrate", "detect", "ensemble", "evaluate", "flatten_scalars", "info", "predict", "predict_blocks", "train", "write_metrics"]
@@ -377,7 +377,8 @@ def _open_block_result(summary: dict):
 def evaluate(pred, target, *, num_classes: int | None = None, ignore_index: int = -1,
              label_convention: str = "dense", task: str = "segmentation", data_range: float | None = None,
              class_names: Sequence[str] | None = None, out: str | os.PathLike | None = None,
-             figures: str | os.PathLike | None = None, image=None, panel_slice: int | None = None) -> dict:
+             figures: str | os.PathLike | None = None, image=None, panel_slice: int | None = None,
+             overwrite: bool = False) -> dict:
     """Compare a prediction with ground truth on labelled pixels only.
 
     Parameters
@@ -405,7 +406,9 @@ def evaluate(pred, target, *, num_classes: int | None = None, ignore_index: int 
     data_range : float, optional
         Required for regression (PSNR, SSIM); e.g. 1.0 or 255.
     out : path, optional
-        Write the metrics as ``out`` (``.json`` or ``.csv``).
+        Write the metrics as ``out`` (``.json`` or ``.csv``), through a temporary name.
+    overwrite : bool
+        Replace an existing ``out``; without it an existing file is refused before any work.
 
     Returns
     -------
@@ -416,6 +419,9 @@ def evaluate(pred, target, *, num_classes: int | None = None, ignore_index: int 
 
     check_choice("task", task, ("segmentation", "regression"))
     check_choice("label_convention", label_convention, ("dense", "scribble"))
+    overwrite = check_bool("overwrite", overwrite)
+    if out is not None:
+        check_metrics_output(out, overwrite=overwrite)
     p, probs, maps = _prediction_parts(pred)
     t = _read_array(target)
     if probs is not None:
@@ -451,7 +457,7 @@ def evaluate(pred, target, *, num_classes: int | None = None, ignore_index: int 
                                                 panel_slice=panel_slice, ignore_index=ignore_index,
                                                 num_classes=num_classes)
     if out is not None:
-        write_metrics(report, out)
+        write_metrics(report, out, overwrite=overwrite)
     return report
 
 
@@ -498,14 +504,26 @@ def _evaluation_figures(folder: Path, probs, target, maps: dict, labels, *, imag
     return [str(w) for w in written]
 
 
-def write_metrics(report: dict, path: str | os.PathLike) -> Path:
-    """Write a metrics dict as JSON or as a two-column CSV of scalars (atomically)."""
-    from .data import atomic_path
-
+def check_metrics_output(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """``path`` as a metrics output: it must end in .json or .csv, and exist only with ``overwrite``."""
     path = Path(path)
     if path.suffix not in (".json", ".csv"):
-        raise ValueError(f"metrics output {path} must end in .json or .csv")
-    with atomic_path(path) as tmp:
+        raise not_allowed("out", str(path), "a metrics file ending in .json or .csv")
+    if not overwrite and (path.exists() or path.is_symlink()):
+        raise FileExistsError(f"output {path} exists; pass overwrite=True (CLI: --overwrite) to replace it")
+    return path
+
+
+def write_metrics(report: dict, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write a metrics dict as JSON or as a two-column CSV of scalars, through a temporary name.
+
+    An existing ``path`` is replaced only with ``overwrite`` (checked by the final rename
+    itself, so a file that appears meanwhile is not replaced either).
+    """
+    from .data import atomic_path
+
+    path = check_metrics_output(path, overwrite=check_bool("overwrite", overwrite))
+    with atomic_path(path, replace=overwrite) as tmp:
         if path.suffix == ".json":
             tmp.write_text(json.dumps(_nan_to_none(report), indent=2, default=float))
         else:

@@ -128,7 +128,9 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--label-convention", choices=["dense", "scribble"], default="dense",
                    help="dense: classes 0..C-1, unlabelled = ignore index; scribble: 0 = unlabelled, 1..K")
     p.add_argument("--data-range", type=float, default=None, help="required for regression (PSNR, SSIM)")
-    p.add_argument("-o", "--output", action="append", default=[], help="write metrics to .json or .csv")
+    p.add_argument("-o", "--output", action="append", default=[],
+                   help="write metrics to .json or .csv (repeatable); an existing file needs --overwrite")
+    p.add_argument("--overwrite", action="store_true", help="replace existing -o files")
     p.add_argument("--figures", default=None, metavar="DIR",
                    help="write reliability.png (pred holds probabilities) and, with --image and an "
                         "--uncertainty store, uncertainty_panel.png")
@@ -199,6 +201,7 @@ def _cmd_predict(args) -> None:
                   overwrite=args.overwrite, channel_axis=args.channel_axis, overlap=args.overlap, blend=args.blend,
                   tta=args.tta, tile_shape=_one_or_tuple(args.tile_shape))
     if args.output.rstrip("/").endswith(".zarr"):
+        check_block_options(args.scheduler, args.blocks_in_flight)  # before the store is created
         common.update(uncertainty=args.uncertainty, sets=args.sets, risk_mask=args.risk_mask,
                       lower_bound=args.lower_bound)
         s = api.predict_blocks(args.model, args.input, args.output, **common, scheduler=args.scheduler,
@@ -219,6 +222,31 @@ def _cmd_predict(args) -> None:
                          "several arrays)")
     out = api.predict(args.model, args.input, args.output, **common)
     print(f"wrote {args.output}: shape {out.shape}, {out.dtype} ({time.perf_counter() - t0:.1f} s)")
+
+
+#: the local Dask schedulers of block-wise prediction (mixscale.infer.blocks.LOCAL_SCHEDULERS; a test keeps
+#: the two equal: the command line may import only api, config and recipes)
+LOCAL_SCHEDULERS = ("threads", "sync", "processes")
+
+
+def check_block_options(scheduler: str | None, workers: int | None) -> None:
+    """``--scheduler`` and ``--workers`` of block-wise prediction, checked before anything is written.
+
+    Examples
+    --------
+    >>> check_block_options("threads", 2)
+    >>> check_block_options("threads", 0)
+    Traceback (most recent call last):
+    ...
+    ValueError: --workers=0 is not allowed; expected an integer >= 1
+    """
+    from mixscale._checks import check_int, not_allowed
+
+    if workers is not None:
+        check_int("--workers", workers, minimum=1)
+    if scheduler is not None and scheduler not in LOCAL_SCHEDULERS and ":" not in scheduler:
+        raise not_allowed("--scheduler", scheduler, f"one of {list(LOCAL_SCHEDULERS)} or a dask.distributed "
+                                                    "address such as tcp://host:8786")
 
 
 def _cmd_ensemble(args) -> None:
@@ -273,11 +301,14 @@ def _one_or_tuple(values):
 def _cmd_evaluate(args) -> None:
     from mixscale import api
 
+    outputs = list(dict.fromkeys(args.output))
+    for path in outputs:  # before any work: an existing file is refused, not found out at the end
+        api.check_metrics_output(path, overwrite=args.overwrite)
     report = api.evaluate(args.pred, args.target, num_classes=args.num_classes, ignore_index=args.ignore_index,
                           label_convention=args.label_convention, task=args.task, data_range=args.data_range,
                           figures=args.figures, image=args.image, panel_slice=args.panel_slice)
-    for path in args.output:
-        api.write_metrics(report, path)
+    for path in outputs:
+        api.write_metrics(report, path, overwrite=args.overwrite)
     print(format_table(api.flatten_scalars(report)))
     for path in report.get("figures", []):
         print(f"figure: {path}")
@@ -317,6 +348,70 @@ COMMANDS = {"train": _cmd_train, "predict": _cmd_predict, "detect": _cmd_detect,
             "info": _cmd_info, "demo": _cmd_demo}
 
 
+#: commands that train (and so import Lightning)
+LIGHTNING_COMMANDS = ("train", "demo")
+#: Lightning's loggers: its top one carries a console handler of its own besides propagating to the root
+LIGHTNING_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric")
+#: where Lightning logs its rank-zero messages, the cloud advertisements among them
+RANK_ZERO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+#: third-party packages whose deprecation notices are not the user's to act on
+QUIET_DEPRECATIONS = r"(lightning|pytorch_lightning|lightning_fabric|torch|torchmetrics)(\.|$)"
+
+
+class _NoAdvertisement(logging.Filter):
+    """Drops Lightning's tips about its cloud products (litlogger, litmodels)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except (TypeError, ValueError):
+            return True
+        return not (text.lstrip().startswith("\N{ELECTRIC LIGHT BULB}") or "litlogger" in text or "litmodels" in text)
+
+
+_NO_ADVERTISEMENT = _NoAdvertisement()
+
+
+def configure_logging(level: int, *, lightning: bool = False) -> None:
+    """Log records once each, as ``LEVEL name: message`` on stderr; no advertisements, no third-party
+    deprecation notices (unless ``-W``/``PYTHONWARNINGS`` asks for them).
+
+    Parameters
+    ----------
+    level : int
+        The root logger's level.
+    lightning : bool
+        The command trains: import Lightning now and take away the console handler its import
+        gives its top logger, so that its records reach the root handler only (not twice).
+    """
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for name in RANK_ZERO_LOGGERS:  # a logger's filter sees every record logged on it, whatever the handlers
+        logging.getLogger(name).addFilter(_NO_ADVERTISEMENT)
+    if not sys.warnoptions:
+        import warnings
+
+        for category in (DeprecationWarning, FutureWarning):
+            warnings.filterwarnings("ignore", category=category, module=QUIET_DEPRECATIONS)
+    if lightning:
+        _route_lightning_to_root()
+
+
+def _route_lightning_to_root() -> None:
+    """Lightning adds a stderr handler to its ``lightning`` logger on import and its records propagate to
+    the root as well: every line came out twice. Keep the root's handlers only."""
+    import lightning  # noqa: F401  (the import installs the handler)
+
+    root = logging.getLogger()
+    if not root.handlers:
+        return
+    for name in LIGHTNING_LOGGERS:
+        log = logging.getLogger(name)
+        for handler in list(log.handlers):
+            if type(handler) is logging.StreamHandler and handler not in root.handlers:
+                log.removeHandler(handler)
+        log.propagate = True
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``mixscale`` executable; returns the exit status."""
     parser = build_parser()
@@ -330,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose + 1, 2)]
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(level, lightning=args.command in LIGHTNING_COMMANDS)
     try:
         COMMANDS[args.command](args)
     except (ValueError, OSError) as exc:  # bad input or a file problem: one line (a traceback with -v)

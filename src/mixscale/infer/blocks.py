@@ -15,7 +15,7 @@ import math
 import time
 from typing import Callable, Iterable, Sequence
 
-from .._checks import check_int, check_shape
+from .._checks import check_int, check_shape, not_allowed
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +63,52 @@ def part_indices(count: int, num_parts: int = 1, part_id: int = 0) -> list[int]:
     num_parts = check_int("num_parts", num_parts, minimum=1)
     part_id = check_int("part_id", part_id, minimum=0, maximum=num_parts - 1)
     return list(range(part_id, count, num_parts))
+
+
+def check_run_options(scheduler=None, blocks_in_flight: int | None = None):
+    """``scheduler`` and ``blocks_in_flight`` of :func:`run_blocks`, checked without starting anything.
+
+    Call it before any output is written, so that a wrong value is refused before a store exists.
+
+    Parameters
+    ----------
+    scheduler : None, str or distributed.Client
+        ``None``, one of :data:`LOCAL_SCHEDULERS`, an address such as ``"tcp://host:8786"``
+        (not contacted here), or a ``distributed.Client``.
+    blocks_in_flight : int, optional
+        At least 1.
+
+    Returns
+    -------
+    (scheduler, blocks_in_flight), checked.
+
+    Examples
+    --------
+    >>> check_run_options("sync", 2)
+    ('sync', 2)
+    >>> check_run_options("threads", 0)
+    Traceback (most recent call last):
+    ...
+    ValueError: blocks_in_flight=0 is not allowed; expected an integer >= 1
+    """
+    if blocks_in_flight is not None:
+        blocks_in_flight = check_int("blocks_in_flight", blocks_in_flight, minimum=1)
+    if scheduler is None or _is_client(scheduler):
+        return scheduler, blocks_in_flight
+    if not isinstance(scheduler, str):
+        raise not_allowed("scheduler", scheduler, _SCHEDULERS, TypeError)
+    if scheduler not in LOCAL_SCHEDULERS and ":" not in scheduler:
+        raise not_allowed("scheduler", scheduler, _SCHEDULERS)
+    return scheduler, blocks_in_flight
+
+
+_SCHEDULERS = (f"one of {list(LOCAL_SCHEDULERS)}, a dask.distributed address such as 'tcp://host:8786', "
+               "or a distributed.Client")
+
+
+def _is_client(value) -> bool:
+    """Whether ``value`` is a ``distributed.Client`` (without importing distributed)."""
+    return any(c.__name__ == "Client" and c.__module__.startswith("distributed") for c in type(value).__mro__)
 
 
 class Progress:
@@ -113,6 +159,7 @@ def run_blocks(compute: Callable[[int], int], indices: Iterable[int], *, schedul
     When a block fails the exception propagates once the blocks already started
     are done; completed blocks keep their markers, so a rerun resumes.
     """
+    scheduler, blocks_in_flight = check_run_options(scheduler, blocks_in_flight)
     indices = list(indices)
     bar = Progress(len(indices), enabled=progress)
     try:
@@ -129,8 +176,6 @@ def _run_local(compute, indices, scheduler, blocks_in_flight, bar) -> None:
     import dask
     from dask.callbacks import Callback
 
-    if blocks_in_flight is not None:
-        check_int("blocks_in_flight", blocks_in_flight, minimum=1)
     tasks = [dask.delayed(compute, pure=False)(i, dask_key_name=f"block-{i}") for i in indices]
     workers = 1 if scheduler == "sync" else (blocks_in_flight or 2)
 
@@ -145,10 +190,7 @@ def _run_local(compute, indices, scheduler, blocks_in_flight, bar) -> None:
 def _run_distributed(compute, indices, scheduler, bar) -> None:
     from distributed import Client, as_completed
 
-    own = not isinstance(scheduler, Client)
-    if own and not (isinstance(scheduler, str) and ":" in scheduler):
-        raise ValueError(f"scheduler={scheduler!r} is not allowed; expected one of {list(LOCAL_SCHEDULERS)}, "
-                         "a dask.distributed address such as 'tcp://host:8786', or a distributed.Client")
+    own = not isinstance(scheduler, Client)  # an address, checked by check_run_options
     client = Client(scheduler) if own else scheduler
     try:
         futures = client.map(compute, indices, pure=False)

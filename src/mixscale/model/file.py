@@ -13,6 +13,7 @@ is read by :func:`_upgrade_v1`, the one place that still looks there.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -124,18 +125,66 @@ def save_model(path: str | os.PathLike, net: nn.Module, info: ModelInfo) -> Path
     -------
     Path of the written file.
     """
-    from safetensors.torch import save_file
-
     check_choice("task", info.task, MODEL_TASKS)
     validated_metadata(dict(info.__dict__), path)  # a file this writes is one every loader accepts
     _check_facts(info, path)
     path = Path(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     meta = {METADATA_KEY: json.dumps(info.__dict__, allow_nan=True)}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+    write_safetensors(path, tensors, meta, what="model file")
     logger.info("model written to %s (%s, %d tensors)", path, info.net_name, len(tensors))
     return path
+
+
+def write_safetensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str], *,
+                      what: str = "file") -> Path:
+    """Write a safetensors file through a temporary name; a failed write raises one clear ``OSError``.
+
+    The bytes are serialised in memory and written with Python's own file calls (and
+    flushed to disk), so a full disk or a missing permission is an ``OSError`` with
+    its ``errno`` (safetensors' own writer reports it as a ``SafetensorError``), naming
+    ``path``; nothing is left under ``path`` or the temporary name.
+
+    Parameters
+    ----------
+    path : path-like
+    tensors : dict of str to Tensor
+        Contiguous CPU tensors.
+    metadata : dict of str to str
+    what : str
+        The file in words, for the error message, e.g. ``"model file"``.
+
+    Returns
+    -------
+    Path of the written file.
+    """
+    from safetensors.torch import save
+
+    path = Path(path)
+    data = save(tensors, metadata=metadata)
+    try:
+        with atomic_path(path) as tmp:
+            _write_synced(tmp, data)
+    except OSError as exc:
+        raise _write_error(exc, path, what) from None
+    return path
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    """Write ``data`` and flush it to the device (a full disk may only show at the flush)."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _write_error(exc: OSError, path: Path, what: str) -> OSError:
+    """One line that names ``path`` (not the temporary name) and the cause."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        cause = "no space left on the device" if exc.errno == errno.ENOSPC else "disk quota exceeded"
+        return OSError(exc.errno, f"{cause} to write {what} {path}; nothing was written under that name: "
+                                  "free space and retry")
+    return OSError(exc.errno, f"cannot write {what} {path}: {exc.strerror or exc}")
 
 
 def read_model_info(path: str | os.PathLike) -> ModelInfo:

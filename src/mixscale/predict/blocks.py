@@ -248,7 +248,10 @@ def predict_blocks(model, image, output, *, slice_axis: int | None = None, chann
 
     from ..data.guard import check_not_input
 
+    from ..infer.blocks import check_run_options
+
     device = check_device(device)
+    scheduler, blocks_in_flight = check_run_options(scheduler, blocks_in_flight)
     out = check_output_address(output)
     path, image = str(Path(model).resolve()), _absolute_address(image)
     check_not_input(image, out)
@@ -288,6 +291,7 @@ def _plan_job(model: Model, path: str, image: str, out: Path, *, slice_axis, cha
     """The checked job: the input's layout against the model, blocks, halos and tiling settings."""
     from ..data import open_image
     from ..infer.blend import BLENDS
+    from ..infer.tiled import check_tile_shape
 
     source = open_image(image)
     _refuse_whole_file_reader(source, image)
@@ -300,12 +304,15 @@ def _plan_job(model: Model, path: str, image: str, out: Path, *, slice_axis, cha
         blocks = tuple(min(v, n) for v, n in zip(check_shape("block_shape", block_shape, ndim=len(spatial),
                                                              what=f"(one per axis of the input's spatial shape "
                                                                   f"{spatial})"), spatial))
+    tiles = None if tile_shape is None else check_shape("tile_shape", tile_shape, ndim=dims,
+                                                        what=f"(the model is {dims}D)")
+    if tiles is not None:
+        check_tile_shape(tiles, halo, [b for i, b in enumerate(blocks) if i != axis])
     return BlockJob(
         model=path, image=image, output=str(out.resolve()), shape=spatial, block_shape=blocks,
         read_halo=tuple(model.context_slices if i == axis else halo for i in range(len(spatial))),
         net_halo=halo, slice_axis=axis, context_slices=model.context_slices, channel_axis=layout.channel_axis,
-        tile_shape=None if tile_shape is None else check_shape("tile_shape", tile_shape, ndim=dims,
-                                                               what=f"(the model is {dims}D)"),
+        tile_shape=tiles,
         overlap=check_fraction("overlap", overlap), blend=check_choice("blend", blend, BLENDS),
         batch_size=check_int("batch_size", batch_size, minimum=1), tta=check_bool("tta", tta), device=device,
         request=request)

@@ -20,6 +20,7 @@ from ..data import atomic_path
 from ..model import ModelInfo, save_model
 from .builder import LOCK_NAME, check_run_dir, is_secondary_process
 from .checkpoints import EpochShuffle, MetricsHistory, checkpoint_io, newest_intact_checkpoint
+from .progress import PlainProgress, display_options
 from .settings import TrainingRun
 
 logger = logging.getLogger(__name__)
@@ -63,9 +64,10 @@ def build_trainer(run: TrainingRun, callbacks: Sequence = ()):
         extra.append(EarlyStopping(monitor="val_loss", mode="min", patience=run.early_stopping_patience))
     if run.monitor_lr:
         extra.append(LearningRateMonitor(logging_interval="epoch"))
+    display = display_options(progress_bar=run.trainer.get("enable_progress_bar", True))
     trainer = L.Trainer(default_root_dir=run.run_dir, logger=CSVLogger(save_dir=run.run_dir, name="", version="logs"),
-                        callbacks=[*extra, *callbacks], enable_model_summary=False, plugins=[checkpoint_io()],
-                        **run.trainer)
+                        callbacks=[*extra, PlainProgress(), *callbacks], enable_model_summary=False,
+                        plugins=[checkpoint_io()], **{**run.trainer, **display})
     return trainer, ckpt
 
 
