@@ -78,6 +78,7 @@ def _train_members(cfg, *, resume: bool, callbacks: Sequence):
     """
     from .model import save_ensemble
     from .train import RunResult, build_run, fit
+    from .train.checkpoints import newest_intact_checkpoint
 
     run_dir = Path(cfg.run_dir)
     if not resume and run_dir.exists() and any(run_dir.iterdir()):
@@ -91,7 +92,7 @@ def _train_members(cfg, *, resume: bool, callbacks: Sequence):
             logger.info("member %d: already trained (%s)", i, done)
             results.append(done)
             continue
-        again = resume and (Path(member.run_dir) / "checkpoints" / "last.ckpt").is_file()
+        again = resume and newest_intact_checkpoint(Path(member.run_dir)) is not None
         logger.info("member %d of %d: seed %d, %s", i + 1, cfg.ensemble.members, member.seed, member.run_dir)
         run = fit(build_run(member, resume=again), callbacks=callbacks)
         results.append(run.model_path)
@@ -186,8 +187,11 @@ def predict(model, image, output=None, *, device: str = "cpu", slice_axis: int |
         with ``uncertainty`` (and no output) a dict of those arrays.
     """
     from .data import output_exists, write_image
+    from .data.guard import check_not_input
     from .model import open_model
     from .predict import predict_array
+
+    check_not_input(image, output)
 
     if output is not None and Path(output).suffix == ".zarr":
         summary = predict_blocks(model, image, output, device=device, slice_axis=slice_axis, batch_size=batch_size,

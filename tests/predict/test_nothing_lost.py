@@ -144,3 +144,15 @@ def test_the_record_of_a_killed_writer_does_not_block_an_overwrite(tmp_path, mod
     (out / ".mixscale" / "writers" / "dead").write_text(json.dumps(record))
     summary = predict_blocks(model, str(tmp_path / "in.zarr"), out, slice_axis=0, tta=True, overwrite=True)
     assert summary["complete"]
+
+
+def test_in_memory_prediction_onto_its_input_file_is_refused(tmp_path, model):
+    from mixscale import api
+
+    vol = _volume(tmp_path / "in.tif")
+    with pytest.raises(ValueError, match="is the input"):
+        api.predict(model, str(tmp_path / "in.tif"), tmp_path / "in.tif", slice_axis=0, overwrite=True)
+    assert np.array_equal(read_image(str(tmp_path / "in.tif")), vol)
+    write_image(f"{tmp_path}/v.h5:/raw", vol)
+    api.predict(model, f"{tmp_path}/v.h5:/raw", f"{tmp_path}/v.h5:/labels", slice_axis=0)  # another dataset: fine
+    assert read_image(f"{tmp_path}/v.h5:/labels").shape == vol.shape
