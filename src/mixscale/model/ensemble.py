@@ -27,7 +27,8 @@ from torch import nn
 from .._files import file_sha256
 from ..nets import release_scratch
 from .checks import Calibration, InvalidModelFile, first_error, read_header
-from .file import build_net, header_metadata, info_from_dict, load_tensors, parse_json, plan_net, read_model_info
+from .file import (build_net, header_metadata, info_from_dict, load_tensors, parse_json, plan_net, read_model_info,
+                   write_safetensors)
 from .model import Model, channel_affine, member_statistics_predictor
 
 logger = logging.getLogger(__name__)
@@ -91,10 +92,9 @@ def save_ensemble(path: str | os.PathLike, members: Sequence[str | os.PathLike],
         softmax of the mean of their logits (spread, entropy and MI always come from the
         members' probabilities).
     """
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     from .._checks import check_choice
-    from ..data import atomic_path
 
     check_choice("combine", combine, COMBINE)
     names = [str(m) for m in members]
@@ -110,9 +110,7 @@ def save_ensemble(path: str | os.PathLike, members: Sequence[str | os.PathLike],
         manifest.append({"info": info.__dict__, "sha256": file_sha256(name), "source": os.path.basename(name)})
     meta = {ENSEMBLE_KEY: json.dumps({"format_version": ENSEMBLE_VERSION, "members": manifest,
                                          "combine": combine}, allow_nan=True)}
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+    path = write_safetensors(path, tensors, meta, what="ensemble file")
     logger.info("ensemble of %d members written to %s", len(names), path)
     return path
 
@@ -233,9 +231,8 @@ def _normalized(member: Model, *, temperature: float = 1.0, logits: bool = False
 
 def write_calibrated(source, output, calibration: dict) -> Path:
     """Copy the model or ensemble file ``source`` to ``output`` with ``calibration`` recorded (atomically)."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
-    from ..data import atomic_path
     from .file import METADATA_KEY
 
     tensors = load_file(str(source), device="cpu")
@@ -246,10 +243,7 @@ def write_calibrated(source, output, calibration: dict) -> Path:
         info = read_model_info(source)
         info.calibration = calibration
         meta = {METADATA_KEY: json.dumps(info.__dict__, allow_nan=True)}
-    output = Path(output)
-    with atomic_path(output) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
-    return output
+    return write_safetensors(output, tensors, meta, what="calibrated model file")
 
 
 def describe_file(path) -> dict:
