@@ -1,8 +1,22 @@
 """Shared fixtures: a tiny segmentation data set on disk and a fast training config."""
 
+import os
+
 import numpy as np
 import pytest
 import yaml
+
+
+@pytest.fixture(autouse=True)
+def _environment_restored():
+    """Each test sees the environment it started with: ``distributed.LocalCluster`` sets OMP_NUM_THREADS=1
+    (and MKL/OpenBLAS) in the *parent's* ``os.environ`` and never resets it, so every later subprocess
+    (``mixscale train`` in the kill-and-resume tests) ran on one thread and rounded differently."""
+    before = dict(os.environ)
+    yield
+    if os.environ != before:
+        os.environ.clear()
+        os.environ.update(before)
 
 
 @pytest.fixture

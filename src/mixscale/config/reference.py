@@ -30,7 +30,7 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel
 
-from . import schema
+from . import load, schema
 from .schema import TrainConfig
 
 COMMAND = "python -m mixscale.config.reference > docs/config.md"
@@ -51,7 +51,8 @@ _FIELD_NOTES = {
     ("TrainConfig", "version"): f"the config format; this mixscale reads version {schema.CONFIG_VERSION}",
     ("TrainConfig", "task"): "task 'detection' defaults to `net: {name: classifier}`",
     ("TrainConfig", "loss"): ("one loss name, or a weighted sum such as `{ce: 1.0, dice: 1.0}` "
-                              "(`mixscale.losses.list_losses()` lists the names). "
+                              "(`mixscale.losses.list_losses()` lists the names): for class tasks "
+                              f"{', '.join(schema.CLASS_LOSSES)}; for image tasks {', '.join(schema.IMAGE_LOSSES)}. "
                               + inspect.cleandoc(TrainConfig.loss_spec.__doc__ or "")),
     ("DataConfig", "label_convention"): ("dense: classes 0..C-1, unlabelled pixels = `ignore_index`; scribble: "
                                          "0 = unlabelled, classes 1..K"),
@@ -246,7 +247,9 @@ def config_reference() -> str:
            f"A config is a YAML file with `version: {schema.CONFIG_VERSION}`. Unknown keys and wrong types are "
            "errors that name the key; `mixscale train config.yaml --set trainer.max_epochs=5` overrides one key "
            "from the command line. Defaults are written as they may be written in the YAML file (`null`: none); "
-           "`required` keys have no default.", ""]
+           "`required` keys have no default. The file is UTF-8 text of at most "
+           f"{load.MAX_CONFIG_BYTES // 2**20} MiB; a key given twice in one section is an error; anchors and "
+           f"aliases may be used, up to {load.MAX_CONFIG_NODES} values once expanded.", ""]
     for key, model in _sections(TrainConfig):
         out += _section(key, model, comments)
     return "\n".join(out).rstrip("\n") + "\n"

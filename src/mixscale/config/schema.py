@@ -15,6 +15,9 @@ from ..tasks import TASKS, get_task
 
 CONFIG_VERSION = 1
 Paths = Union[str, list[str]]
+#: the losses for class scores and for image targets (together :func:`mixscale.losses.list_losses`; a test checks)
+CLASS_LOSSES = ("ce", "dice", "focal", "tversky")
+IMAGE_LOSSES = ("l1", "mse")
 
 
 class _Strict(BaseModel):
@@ -63,9 +66,9 @@ class DataConfig(_Strict):
     ignore_index: int = -1
     channel_axis: int | None = None
     spatial_dims: Literal[2, 3] = 2
-    patch_shape: list[int] = Field(default_factory=lambda: [128, 128])
+    patch_shape: list[int] = Field(default_factory=lambda: [128, 128])  # larger than an image: padded (a warning)
     slice_axis: int = Field(0, ge=0, le=2)  # 2D nets on volumes: patches are slices along this axis
-    context_slices: int = Field(0, ge=0)  # 2.5D: k neighbouring slices on each side become channels
+    context_slices: int = Field(0, ge=0)  # 2.5D: k neighbouring slices on each side become channels (k < slices)
     # detection: rounded up to whole passes over the points (each pass: every point once, fresh background)
     samples_per_epoch: int = Field(256, ge=1)
     val_samples: int = Field(64, ge=1)
@@ -158,6 +161,18 @@ class TrainConfig(_Strict):
     def _version(cls, v):
         if v != CONFIG_VERSION:
             raise ValueError(f"config version {v!r} is not supported; this mixscale reads version {CONFIG_VERSION}")
+        return v
+
+    @field_validator("loss")
+    @classmethod
+    def _loss_fits_task(cls, v, info):
+        task = info.data.get("task")  # validated before 'loss'; absent when it is itself invalid
+        if v is None or task is None:
+            return v
+        allowed = CLASS_LOSSES if get_task(task).classes else IMAGE_LOSSES
+        if not v or any(name not in allowed for name in ([v] if isinstance(v, str) else v)):
+            raise ValueError(f"loss={v!r} is not allowed for task {task!r}; expected one of {list(allowed)} "
+                             "or a mapping {name: weight} of them")
         return v
 
     @model_validator(mode="before")

@@ -199,7 +199,7 @@ class HDF5Array:
         return self._handle()[key]
 
     def __array__(self, dtype=None, copy=None):
-        data = self._handle()[()]
+        data = np.asarray(self._handle()[()])  # a scalar dataset reads as a NumPy scalar
         return data if dtype is None else data.astype(dtype, copy=False)
 
     def __getstate__(self):

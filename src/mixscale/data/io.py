@@ -37,7 +37,7 @@ from ._readers import HDF5Array, SliceStack, hdf5_datasets, open_tiff, read_png
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["open_image", "read_image", "write_image", "image_info"]
+__all__ = ["check_has_pixels", "open_image", "read_image", "write_image", "image_info"]
 
 
 def _require(path: Path, addr: Address) -> None:
@@ -110,6 +110,24 @@ def _open(addr: Address):
     return read_png(addr.path)
 
 
+def check_has_pixels(array, address) -> None:
+    """Refuse an image without pixels: a scalar (0-d, e.g. an HDF5 scalar dataset) or a zero-size array.
+
+    Examples
+    --------
+    >>> check_has_pixels(np.zeros((0, 4)), "empty.npy")
+    Traceback (most recent call last):
+    ...
+    ValueError: address 'empty.npy' holds an empty array of shape (0, 4); an image needs >= 1 axis, each of size >= 1
+    """
+    shape = tuple(int(n) for n in array.shape)
+    allowed = "an image needs >= 1 axis, each of size >= 1"
+    if not shape:
+        raise ValueError(f"address {str(address)!r} holds a scalar (a 0-d dataset), not an image; {allowed}")
+    if 0 in shape:
+        raise ValueError(f"address {str(address)!r} holds an empty array of shape {shape}; {allowed}")
+
+
 def open_image(address):
     """Open an image lazily: nothing is read until it is sliced.
 
@@ -132,9 +150,18 @@ def open_image(address):
         If the file, folder or glob matches nothing.
     ValueError
         If the extension is unsupported or the internal path is wrong (the
-        message lists the datasets/arrays available).
+        message lists the datasets/arrays available), or the array has no
+        pixels (see :func:`check_has_pixels`).
     """
-    return _open(parse_address(address))
+    addr = parse_address(address)
+    arr = _open(addr)
+    try:
+        check_has_pixels(arr, addr.text)
+    except ValueError:
+        if isinstance(arr, HDF5Array):
+            arr.close()
+        raise
+    return arr
 
 
 def read_image(address) -> np.ndarray:
@@ -149,14 +176,22 @@ def read_image(address) -> np.ndarray:
     -------
     ndarray
         The image, with the dtype stored in the file.
+
+    Raises
+    ------
+    ValueError
+        As :func:`open_image`; also for a scalar or an empty array (:func:`check_has_pixels`).
     """
     addr = parse_address(address)
     if addr.kind == "tiff":
         _require(addr.path, addr)
-        return tifffile.imread(addr.path)
+        data = tifffile.imread(addr.path)
+        check_has_pixels(data, addr.text)
+        return data
     arr = _open(addr)
     try:
-        return np.array(arr[...]) if arr.shape else np.array(arr)
+        check_has_pixels(arr, addr.text)
+        return np.array(arr[...])
     finally:
         if isinstance(arr, HDF5Array):
             arr.close()

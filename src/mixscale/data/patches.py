@@ -7,6 +7,8 @@ pixel. Images may be lazy arrays (zarr, HDF5, memmap): only the patch is read.
 Edge policy: where an image is smaller than the patch along an axis, the patch
 covers the whole axis and the image is reflect-padded, while labels are padded
 with ``ignore_index`` (NaN for regression) so padding never enters a loss.
+2.5D context slices are reflected once at a volume's ends: a volume needs more
+slices than ``context_slices``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._checks import check_float, check_int, check_shape
+from .._checks import check_float, check_int, check_shape, not_allowed
 from .bootstrap import labelled_mask
 
 logger = logging.getLogger(__name__)
@@ -113,6 +115,7 @@ class PatchSampler:
         self.slice_axis = check_int("slice_axis", slice_axis, minimum=0, maximum=2)
         if self.context_slices and not self.slicing:
             raise ValueError("context_slices applies to 2D patches drawn from 3D volumes only")
+        self._check_context()
         self._index_labels(self._check_weights(weights))
 
     @property
@@ -157,6 +160,16 @@ class PatchSampler:
             raise ValueError(
                 f"labels[{i}] must be {expected} matching image spatial shape {spatial}, got {lab.shape}"
             )
+
+    def _check_context(self) -> None:
+        """2.5D context is reflected once at a volume's end: at most ``slices - 1`` on each side."""
+        if not self.context_slices:
+            return
+        for i, im in enumerate(self.images):
+            n = int(im.shape[1 + self.slice_axis])
+            if self.context_slices > n - 1:
+                raise not_allowed("context_slices", self.context_slices,
+                                  f"at most {n - 1}: images[{i}] has {n} slices along slice_axis={self.slice_axis}")
 
     def _check_weights(self, weights):
         if weights is None:

@@ -10,6 +10,7 @@ yields NaN. A metric with no pixel to score is NaN.
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -20,8 +21,11 @@ from ._arrays import as_array, check_same_shape
 
 __all__ = ["image_report", "mae", "mse", "pearson", "psnr", "ssim"]
 
+logger = logging.getLogger(__name__)
+
 _K1, _K2 = 0.01, 0.03
 _SIGMA = 1.5  # Gaussian window of Wang et al. (2004)
+_UNIFORM_WIN = 7  # the uniform window of scikit-image
 
 
 def _image_pair(pred: object, target: object, mask: object) -> tuple[np.ndarray, ...]:
@@ -145,7 +149,7 @@ def _pearson(p: np.ndarray, t: np.ndarray, valid: np.ndarray) -> float:
 def _window_size(win_size: int | None, gaussian: bool, shape: tuple[int, ...]) -> int:
     gaussian = check_bool("gaussian", gaussian)
     if win_size is None:
-        win_size = 2 * int(3.5 * _SIGMA + 0.5) + 1 if gaussian else 7
+        win_size = 2 * int(3.5 * _SIGMA + 0.5) + 1 if gaussian else _UNIFORM_WIN
     win_size = check_int("win_size", win_size, minimum=3)
     if win_size % 2 == 0:
         raise not_allowed("win_size", win_size, "an odd integer >= 3")
@@ -179,12 +183,9 @@ def _ssim_map(p: np.ndarray, t: np.ndarray, data_range: float, win_size: int,
     )
 
 
-def _ssim_single(p: np.ndarray, t: np.ndarray, use: np.ndarray, data_range: float,
-                 win_size: int | None, gaussian: bool) -> float:
-    if p.ndim not in (2, 3):
-        raise ValueError(
-            f"ssim needs a 2D or 3D image (after removing channel_axis), got shape {p.shape}"
-        )
+def _ssim_values(p: np.ndarray, t: np.ndarray, use: np.ndarray, data_range: float,
+                 win_size: int | None, gaussian: bool) -> np.ndarray:
+    """The local SSIM of the counted pixels of one 2D or 3D image (a 1D array, maybe empty)."""
     win_size = _window_size(win_size, gaussian, p.shape)
     labelled = ~np.isnan(t)
     # zero-fill unlabelled pixels: scipy's running-sum filters would smear a NaN
@@ -196,13 +197,32 @@ def _ssim_single(p: np.ndarray, t: np.ndarray, use: np.ndarray, data_range: floa
     pad = (win_size - 1) // 2
     inner = np.zeros(p.shape, dtype=bool)
     inner[tuple(slice(pad, s - pad) for s in p.shape)] = True
-    counted = use & fully_labelled & inner
-    return float(local[counted].mean()) if counted.any() else math.nan
+    return local[use & fully_labelled & inner]
+
+
+def _ssim_single(p: np.ndarray, t: np.ndarray, use: np.ndarray, data_range: float,
+                 win_size: int | None, gaussian: bool, slice_axis: int | None = None) -> float:
+    """Mean SSIM of one image; with ``slice_axis``, of the 2D slices of a 3D stack (over all their
+    counted pixels)."""
+    if slice_axis is None:
+        if p.ndim not in (2, 3):
+            raise ValueError(
+                f"ssim needs a 2D or 3D image (after removing channel_axis), got shape {p.shape}"
+            )
+        values = _ssim_values(p, t, use, data_range, win_size, gaussian)
+    else:
+        if p.ndim != 3:
+            raise ValueError(f"slice_axis={slice_axis} needs a 3D stack of 2D images (after removing "
+                             f"channel_axis), got shape {p.shape}")
+        values = np.concatenate([
+            _ssim_values(np.take(p, k, slice_axis), np.take(t, k, slice_axis), np.take(use, k, slice_axis),
+                         data_range, win_size, gaussian) for k in range(p.shape[slice_axis])])
+    return float(values.mean()) if values.size else math.nan
 
 
 def ssim(pred: object, target: object, *, data_range: float | None = None,
          win_size: int | None = None, gaussian: bool = False, mask: object = None,
-         channel_axis: int | None = None) -> float:
+         channel_axis: int | None = None, slice_axis: int | None = None) -> float:
     """Mean structural similarity of a 2D or 3D image, as scikit-image computes it.
 
     With the defaults this equals ``skimage.metrics.structural_similarity(pred,
@@ -230,6 +250,10 @@ def ssim(pred: object, target: object, *, data_range: float | None = None,
         True where the SSIM map is averaged.
     channel_axis : int, optional
         Axis of channels; SSIM is then the mean over channels.
+    slice_axis : int, optional
+        For a 3D stack of 2D images (an axis of ``pred``, not ``channel_axis``): the
+        2D SSIM map of each slice along this axis, averaged over the counted pixels
+        of all slices. Default: a 2D or 3D SSIM of the whole image.
 
     Returns
     -------
@@ -245,24 +269,50 @@ def ssim(pred: object, target: object, *, data_range: float | None = None,
     """
     data_range = _data_range(data_range)
     p, t, use = _image_pair(pred, target, mask)
-    return _ssim(p, t, use, data_range, win_size, gaussian, channel_axis)
+    return _ssim(p, t, use, data_range, win_size, gaussian, channel_axis, slice_axis)
+
+
+def _axis(name: str, value: object, ndim: int) -> int:
+    axis = check_int(name, value)
+    if not -ndim <= axis < ndim:
+        raise not_allowed(name, value, f"an axis of the {ndim}D image, in [{-ndim}, {ndim - 1}]")
+    return axis % ndim
 
 
 def _ssim(p: np.ndarray, t: np.ndarray, use: np.ndarray, data_range: float,
-          win_size: int | None, gaussian: bool, channel_axis: int | None) -> float:
+          win_size: int | None, gaussian: bool, channel_axis: int | None,
+          slice_axis: int | None = None) -> float:
+    sa = None if slice_axis is None else _axis("slice_axis", slice_axis, p.ndim)
     if channel_axis is None:
-        return _ssim_single(p, t, use, data_range, win_size, gaussian)
-    axis = check_int("channel_axis", channel_axis)
-    if not -p.ndim <= axis < p.ndim:
-        raise ValueError(f"channel_axis {axis} is out of range for shape {p.shape}")
+        return _ssim_single(p, t, use, data_range, win_size, gaussian, sa)
+    axis = _axis("channel_axis", channel_axis, p.ndim)
+    if sa == axis:
+        raise not_allowed("slice_axis", slice_axis, f"an axis other than channel_axis={channel_axis}")
+    if sa is not None and sa > axis:
+        sa -= 1  # the axis of a channel's image
     p, t, use = (np.moveaxis(x, axis, 0) for x in (p, t, use))
-    scores = [_ssim_single(p[c], t[c], use[c], data_range, win_size, gaussian)
+    scores = [_ssim_single(p[c], t[c], use[c], data_range, win_size, gaussian, sa)
               for c in range(p.shape[0])]
     return float(np.mean(scores))
 
 
+def _stack_axis(shape: tuple[int, ...]) -> int | None:
+    """The axis a 3D image is a stack of 2D images along, when a 3D SSIM window cannot fit it."""
+    window = _UNIFORM_WIN
+    short = [i for i, n in enumerate(shape) if n < window]
+    if len(shape) != 3 or not short:
+        return None
+    if len(short) > 1:
+        raise ValueError(f"ssim: the 3D image of shape {shape} has {len(short)} axes shorter than the "
+                         f"{window}-wide window; SSIM needs a 2D or 3D image with every side >= {window}, "
+                         "or a stack of 2D images of that size")
+    logger.info("ssim: the 3D image of shape %s is too thin along axis %d for a %d-wide window: scored as a "
+                "stack of 2D images (slice_axis=%d)", shape, short[0], window, short[0])
+    return short[0]
+
+
 def image_report(pred: object, target: object, *, data_range: float | None = None,
-                 mask: object = None) -> dict:
+                 mask: object = None, slice_axis: int | None = None) -> dict:
     """PSNR, SSIM, Pearson, MAE and MSE of a 2D or 3D image in one JSON-serialisable dict.
 
     Parameters
@@ -271,11 +321,17 @@ def image_report(pred: object, target: object, *, data_range: float | None = Non
     data_range : float > 0
         Required, see :func:`psnr`.
     mask : bool array broadcastable to target, optional
+    slice_axis : int, optional
+        Score SSIM slice by slice along this axis of a 3D stack (see :func:`ssim`).
+        Default: a 3D SSIM, except for a stack too thin along one axis for the
+        7-wide window (e.g. 3 slices or 3 channels): that one axis is then the
+        slice axis, and the report says so (``ssim_slice_axis``).
 
     Returns
     -------
     report : dict
-        ``num_pixels`` (counted), ``psnr``, ``ssim``, ``pearson``, ``mae``, ``mse``.
+        ``num_pixels`` (counted), ``psnr``, ``ssim``, ``pearson``, ``mae``, ``mse``;
+        ``ssim_slice_axis`` when SSIM was scored slice by slice.
 
     Examples
     --------
@@ -285,12 +341,17 @@ def image_report(pred: object, target: object, *, data_range: float | None = Non
     """
     data_range = _data_range(data_range)
     p, t, valid = _image_pair(pred, target, mask)
+    if slice_axis is None:
+        slice_axis = _stack_axis(p.shape)
     error = _mean_error(p, t, valid, power=2)
-    return {
+    report = {
         "num_pixels": int(valid.sum()),
         "psnr": _psnr(error, data_range),
-        "ssim": _ssim(p, t, valid, data_range, None, False, None),
+        "ssim": _ssim(p, t, valid, data_range, None, False, None, slice_axis),
         "pearson": _pearson(p, t, valid),
         "mae": _mean_error(p, t, valid, power=1),
         "mse": error,
     }
+    if slice_axis is not None:
+        report["ssim_slice_axis"] = _axis("slice_axis", slice_axis, p.ndim)
+    return report

@@ -11,6 +11,7 @@ gets (:meth:`Model.finish`, :meth:`Model.outputs`, :meth:`Model.output_arrays`).
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -22,6 +23,13 @@ from .file import ModelInfo, load_model
 from ..request import OutputRequest
 
 logger = logging.getLogger(__name__)
+
+#: a normalised input whose channel mean is further than this from 0 (in training standard deviations) ...
+MAX_MEAN_SHIFT = 10.0
+#: ... or whose std is more than this many times larger (or smaller) than 1 is unlike the training data
+MAX_STD_RATIO = 100.0
+#: pixels per channel the check reads (a strided subsample)
+SCALE_CHECK_SAMPLES = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -179,13 +187,24 @@ class Model:
         if len(spatial) not in (2, 3) or (dims == 3 and len(spatial) != 3):
             raise ValueError(f"input of shape {shape} is {len(spatial)}D but the model is {dims}D"
                              + ("; it needs a volume" if dims == 3 else ""))
+        self._check_slicing(shape, spatial, slicing, slice_axis)
+        return InputLayout(spatial, channel_axis, slice_axis % 3 if slicing else None)
+
+    def _check_slicing(self, shape, spatial, slicing: bool, slice_axis) -> None:
+        """``slice_axis`` is for a 2D model on a volume, whose slices must hold the 2.5D context."""
+        if self.spatial_dims == 3 and slice_axis is not None:
+            raise ValueError(f"slice_axis={slice_axis!r} is not allowed for a 3D model, which predicts a volume "
+                             "as a whole; expected None (slice_axis, CLI --axis, is for 2D models on volumes)")
         if slicing and slice_axis not in (0, 1, 2, -1, -2, -3):
             raise ValueError(f"input of shape {shape} is 3D but the model is 2D; pass slice_axis=0 (CLI: --axis 0) "
                              f"to predict it slice by slice along that axis (got slice_axis={slice_axis!r})")
-        if self.context_slices and not slicing:
-            raise ValueError(f"the model takes {self.context_slices} context slices on each side (2.5D); "
-                             "it needs a volume")
-        return InputLayout(spatial, channel_axis, slice_axis % 3 if slicing else None)
+        k = self.context_slices
+        if k and not slicing:
+            raise ValueError(f"the model takes {k} context slices on each side (2.5D); it needs a volume")
+        if k and spatial[slice_axis % 3] <= k:
+            raise ValueError(f"input of shape {shape} has {spatial[slice_axis % 3]} slices along slice_axis="
+                             f"{slice_axis}; the model takes context_slices={k} on each side (2.5D), which needs "
+                             f"at least {k + 1} slices (context beyond the ends is reflected once)")
 
     def normalize(self, x: np.ndarray, *, check_finite: bool = True) -> np.ndarray:
         """``(C, *spatial)`` -> float32 in the training's normalisation; NaN or inf is an error."""
@@ -209,7 +228,31 @@ class Model:
         array = np.asarray(array)
         layout = self.layout(array.shape, slice_axis=slice_axis, channel_axis=channel_axis)
         x = array[None] if layout.channel_axis is None else np.moveaxis(array, layout.channel_axis, 0)
-        return self.normalize(x), layout
+        x = self.normalize(x)
+        self.warn_if_unlike_training(x, array.dtype)
+        return x, layout
+
+    def warn_if_unlike_training(self, x: np.ndarray, dtype) -> bool:
+        """Warn when a normalised input ``(C, *spatial)`` is far from what the training data gave
+        (mean 0, std 1 per channel): input of another dtype or scale, such as uint16 counts given to
+        a model trained on floats in [0, 1]. Checks a subsample; True if it warned."""
+        norm = self.input_normalization
+        if not norm or x.size == 0:
+            return False
+        flat = x.reshape(x.shape[0], -1)
+        sample = flat[:, ::max(1, flat.shape[1] // SCALE_CHECK_SAMPLES)].astype(np.float64)
+        mean, std = sample.mean(axis=1), sample.std(axis=1)
+        spread = float(std.max())
+        odd_spread = spread > MAX_STD_RATIO or 0 < spread < 1 / MAX_STD_RATIO  # 0: a constant input
+        if float(np.abs(mean).max()) <= MAX_MEAN_SHIFT and not odd_spread:
+            return False
+        warnings.warn(f"input of dtype {np.dtype(dtype)} does not look like the model's training data: with the "
+                      f"training normalisation (mean {norm['mean']}, std {norm['std']}) its mean is "
+                      f"{np.round(mean, 3).tolist()} and its std {np.round(std, 3).tolist()}, where the training "
+                      "data give 0 and 1; was the model trained on data of another dtype or scale (e.g. floats in "
+                      "[0, 1] against integer counts)? Convert the input to the training data's units",
+                      UserWarning, stacklevel=3)
+        return True
 
     # -- running -------------------------------------------------------------------
     def predictor(self, *, tta: bool = False, uncertainty: bool = False) -> Callable:

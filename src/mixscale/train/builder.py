@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from ..config import TrainConfig, dump_config
+from ..config.load import parse_yaml
 from ..losses import create_loss
 from ..nets import create_net, net_defaults
 from ..tasks import get_task
@@ -74,12 +75,10 @@ def _flat(tree, prefix: str = "") -> dict:
 def check_resumed_config(run_dir: Path, config_yaml: str) -> None:
     """A resumed run must train what the run directory holds: refuse a config whose network, data, loss
     or optimiser differ from the saved one, naming the keys (before anything is written)."""
-    import yaml
-
     saved_path = run_dir / "config.yaml"
     if not saved_path.is_file():
         raise FileNotFoundError(f"cannot resume: {saved_path} is missing, so the run's settings are unknown")
-    saved, new = _flat(yaml.safe_load(saved_path.read_text())), _flat(yaml.safe_load(config_yaml))
+    saved, new = _flat(parse_yaml(saved_path.read_text())), _flat(parse_yaml(config_yaml))
     changed = sorted(k for k in set(saved) | set(new)
                      if saved.get(k) != new.get(k) and not k.startswith(RESUMABLE_CHANGES))
     if changed:

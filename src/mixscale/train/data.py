@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import warnings
 
 import numpy as np
 
-from ..data import (Augmentation, Normalization, PatchDataset, PatchSampler, array_sha256, check_label_convention,
-                    compute_normalization, pixel_split, prepare_labels, read_image, split_images)
-from ..data.bootstrap import block_bootstrap
+from .._checks import not_allowed
+from ..data import (Augmentation, LabelConventionWarning, Normalization, PatchDataset, PatchSampler, array_sha256,
+                    check_label_convention, compute_normalization, pixel_split, prepare_labels, read_image,
+                    split_images)
+from ..data.bootstrap import block_bootstrap, labelled_mask
 
 from .settings import DataSettings, TrainingData, addresses, to_channels_first
 
@@ -50,12 +53,36 @@ def load_pairs(images, labels, s: DataSettings, *, hashes: list | None = None) -
             raise ValueError(f"image {ip} contains NaN or infinite values")
         x = x.astype(np.float32, copy=False)
         if reconstruct and x.ndim - 1 == s.spatial_dims + 1:  # a stack: each image is one sample
+            check_geometry(x.shape[2:], ip, s)
             xs += [x[:, k] for k in range(x.shape[1])]
             ys += [y[:, k] for k in range(y.shape[1])]
             continue
+        check_geometry(x.shape[1:], ip, s)
         xs.append(x)
         ys.append(y)
     return xs, ys
+
+
+def check_geometry(spatial: tuple[int, ...], path, s: DataSettings) -> None:
+    """Refuse more context slices than a volume has; warn when the patch is larger than the image.
+
+    ``spatial`` is the image's shape without channels: ``spatial_dims`` axes, or one more for 2D
+    patches drawn from a volume along ``slice_axis``.
+    """
+    plane = tuple(spatial)
+    if len(spatial) == s.spatial_dims + 1:  # 2D patches from a volume
+        slices = spatial[s.slice_axis]
+        if s.context_slices > slices - 1:
+            raise not_allowed("data.context_slices", s.context_slices,
+                              f"at most {slices - 1} for image {path}, which has {slices} slices along "
+                              f"data.slice_axis={s.slice_axis} (context beyond the volume's ends is reflected "
+                              "once, not repeated)")
+        plane = spatial[:s.slice_axis] + spatial[s.slice_axis + 1:]
+    if any(p > n for p, n in zip(s.patch_shape, plane)):
+        fits = [min(p, n) for p, n in zip(s.patch_shape, plane)]
+        warnings.warn(f"data.patch_shape={list(s.patch_shape)} is larger than image {path} (shape {plane} per "
+                      f"patch plane): patches are padded beyond it (the image by reflection, the labels as "
+                      f"unlabelled); a patch_shape of at most {fits} fits the image", UserWarning, stacklevel=3)
 
 
 def _regression_split(targets, s):
@@ -69,12 +96,19 @@ def _regression_split(targets, s):
     return tr, va
 
 
+def split_mode(n_images: int, s: DataSettings) -> str:
+    """How validation data are found: ``"files"`` (data.val_images), ``"images"`` or ``"pixels"``."""
+    if s.val_images is not None:
+        return "files"
+    return s.split if s.split != "auto" else ("images" if n_images >= 3 else "pixels")
+
+
 def split_train_val(xs, ys, s: DataSettings):
     """Use the validation files if given; else split images (3 or more) or labelled pixels (1 or 2)."""
     if s.val_images is not None:
         vx, vy = load_pairs(s.val_images, s.val_labels, s)
         return xs, ys, vx, vy
-    mode = s.split if s.split != "auto" else ("images" if len(xs) >= 3 else "pixels")
+    mode = split_mode(len(xs), s)
     logger.info("validation split: %s (%d training images)", mode, len(xs))
     if mode == "pixels" and s.task.targets == "inputs":
         raise ValueError("task 'reconstruction' cannot hold out pixels (the input shows them): give data.val_images, "
@@ -91,6 +125,44 @@ def split_train_val(xs, ys, s: DataSettings):
                  for y in ys]
         ty, vy = [p[0] for p in pairs], [p[1] for p in pairs]
     return xs, ty, xs, vy
+
+
+def _labelled(targets, s: DataSettings) -> int:
+    return sum(int(np.count_nonzero(labelled_mask(np.asarray(t), ignore_index=s.ignore_index))) for t in targets)
+
+
+def _unlabelled_value(s: DataSettings) -> str:
+    if s.task.image_targets:
+        return "NaN marks unlabelled target pixels; label pixels with finite values"
+    if s.label_convention == "scribble":
+        return f"label_convention='scribble': 0 is unlabelled; label pixels with classes 1..{s.num_classes}"
+    return (f"label_convention='dense': ignore_index={s.ignore_index} is unlabelled; label pixels with classes "
+            f"0..{s.num_classes - 1}")
+
+
+def check_labelled(ys, ty, vy, s: DataSettings) -> None:
+    """Refuse training without labelled pixels (before any file is written); warn about a validation
+    split without any, where val_loss would be 0 and no checkpoint would be chosen by it.
+
+    ``ys`` are the training targets as read, ``ty`` and ``vy`` the training and validation parts.
+    """
+    total, mode = _labelled(ys, s), split_mode(len(ys), s)
+    if total == 0:
+        raise ValueError(f"data.train_labels={s.train_labels!r} hold no labelled pixel "
+                         f"({_unlabelled_value(s)}); training needs labelled pixels")
+    if _labelled(ty, s) == 0:
+        raise ValueError(f"the training part of the data.split={mode!r} split holds no labelled pixel (all "
+                         f"{total} labelled pixels are in the validation part); label pixels in the training "
+                         "images, or give data.val_images and data.val_labels")
+    if _labelled(vy, s) > 0:
+        return
+    if mode == "pixels":
+        raise ValueError(f"data.train_labels={s.train_labels!r} hold {total} labelled pixel(s): too few to hold "
+                         f"out validation pixels (data.split='pixels', data.val_fraction={s.val_fraction}); label "
+                         "more pixels, or give data.val_images and data.val_labels")
+    where = f"data.val_labels={s.val_labels!r}" if mode == "files" else "the validation images of the split"
+    warnings.warn(f"{where} hold no labelled pixel: val_loss will be 0 every epoch and the best checkpoint is "
+                  f"not chosen by validation ({_unlabelled_value(s)})", LabelConventionWarning, stacklevel=3)
 
 
 def target_normalization(targets: list[np.ndarray]) -> Normalization:
@@ -126,6 +198,7 @@ def build_training_data(s: DataSettings) -> TrainingData:
     hashes: list[str] = []
     xs, ys = load_pairs(s.train_images, s.train_labels, s, hashes=hashes)
     tx, ty, vx, vy = split_train_val(xs, ys, s)
+    check_labelled(ys, ty, vy, s)
     norm = compute_normalization(tx, channel_axis=0)
     target_norm = None
     if s.task.image_targets:  # reconstruction: the target is exactly the normalised input
