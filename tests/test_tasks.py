@@ -15,13 +15,14 @@ def test_schema_task_choices_are_the_table():
 
 
 def test_model_tasks_are_what_files_record():
-    assert MODEL_TASKS == ("segmentation", "regression", "detection")
+    assert MODEL_TASKS == ("segmentation", "regression", "noise2inverse", "detection")
     assert {get_task(t).model_task for t in TASKS} == set(MODEL_TASKS)
 
 
 @pytest.mark.parametrize("task, loss, classes, image_targets", [
     ("segmentation", "ce", True, False), ("regression", "mse", False, True),
     ("reconstruction", "mse", False, True), ("detection", "ce", True, False),
+    ("noise2inverse", "mse", False, True),
 ])
 def test_rows(task, loss, classes, image_targets):
     row = get_task(task)

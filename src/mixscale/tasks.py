@@ -28,9 +28,11 @@ class Task:
     Attributes
     ----------
     name : str
-    targets : {"labels", "images", "inputs", "points"}
+    targets : {"labels", "images", "inputs", "subsets", "points"}
         What training compares the output with: integer label maps, float
-        images (NaN = unlabelled), the input images themselves, or point CSVs.
+        images (NaN = unlabelled), the input images themselves, one of K
+        independent reconstructions of the same object while the mean of the
+        others is the input (Noise2Inverse), or point CSVs.
     target_key : str or None
         The config's ``data`` key that holds the training targets
         (``train_labels``, ``train_points``; None when the inputs are the targets).
@@ -64,8 +66,8 @@ class Task:
 
     @property
     def image_targets(self) -> bool:
-        """Float image targets (regression, reconstruction): de-normalised at prediction."""
-        return self.targets in ("images", "inputs")
+        """Float image targets (regression, reconstruction, noise2inverse): de-normalised at prediction."""
+        return self.targets in ("images", "inputs", "subsets")
 
 
 _ROWS = (
@@ -74,6 +76,11 @@ _ROWS = (
     Task("regression", "images", "train_labels", "mse", False, "val_mse", False, "regression",
          ("prediction",), ("auto", "images", "pixels")),
     Task("reconstruction", "inputs", None, "mse", False, "val_mse", False, "regression",
+         ("prediction",), ("auto", "images")),
+    # Noise2Inverse (Hendriksen, Pelt & Batenburg 2020), the X:1 strategy: the input image holds K
+    # reconstructions from disjoint projection subsets along its channel axis; the mean of K-1 of them
+    # predicts the one left out; prediction averages the K combinations (no clean target is needed)
+    Task("noise2inverse", "subsets", None, "mse", False, "val_mse", False, "noise2inverse",
          ("prediction",), ("auto", "images")),
     Task("detection", "points", "train_points", "ce", True, "val_f1_macro", True, "detection",
          ("points",), ("auto", "images", "region")),

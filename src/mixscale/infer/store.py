@@ -176,7 +176,8 @@ class BlockStore:
                     "replaced, with or without overwrite; choose another output or remove it yourself")
         changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         detail = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:4])
-        return (f"output {self.path} holds a prediction made with other settings ({detail}); pass overwrite=True "
+        what = old.get("kind", "a prediction")  # stores of other block-wise jobs name themselves
+        return (f"output {self.path} holds {what} made with other settings ({detail}); pass overwrite=True "
                 "(CLI: --overwrite) to replace it, or choose another output")
 
     def summary(self) -> dict:

@@ -104,6 +104,7 @@ class MetadataV2(_Strict):
     train_data_sha256: list[str] | None = Field(None, max_length=1_000_000)
     calibration: Calibration | None = None
     format_version: Literal[2]
+    splits: int = Field(0, ge=0, le=64)
 
     @field_validator("net_name")
     @classmethod

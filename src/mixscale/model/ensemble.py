@@ -107,7 +107,7 @@ def save_ensemble(path: str | os.PathLike, members: Sequence[str | os.PathLike],
     for i, (name, info) in enumerate(zip(names, infos)):
         for key, value in load_file(name, device="cpu").items():
             tensors[f"m{i}.{key}"] = value.contiguous()
-        manifest.append({"info": info.__dict__, "sha256": file_sha256(name), "source": os.path.basename(name)})
+        manifest.append({"info": info.record(), "sha256": file_sha256(name), "source": os.path.basename(name)})
     meta = {ENSEMBLE_KEY: json.dumps({"format_version": ENSEMBLE_VERSION, "members": manifest,
                                          "combine": combine}, allow_nan=True)}
     path = write_safetensors(path, tensors, meta, what="ensemble file")
@@ -242,7 +242,7 @@ def write_calibrated(source, output, calibration: dict) -> Path:
     else:
         info = read_model_info(source)
         info.calibration = calibration
-        meta = {METADATA_KEY: json.dumps(info.__dict__, allow_nan=True)}
+        meta = {METADATA_KEY: json.dumps(info.record(), allow_nan=True)}
     return write_safetensors(output, tensors, meta, what="calibrated model file")
 
 
@@ -269,7 +269,7 @@ def describe_file(path) -> dict:
 
 
 def _public(info) -> dict:
-    return {k: v for k, v in info.__dict__.items() if k != "train_config"}
+    return {k: v for k, v in info.record().items() if k != "train_config"}
 
 
 def open_model(path, *, device: str = "cpu") -> Model:

@@ -66,6 +66,10 @@ class ModelInfo:
     train_data_sha256 : list of str or None
         SHA-256 of each training image array (dtype, shape and bytes), so that
         calibration can refuse training images.
+    splits : int
+        Noise2Inverse: the input image holds this many reconstructions from disjoint
+        projection subsets on its channel axis; the network sees the mean of all but
+        one and prediction averages the combinations (0: an ordinary model).
     calibration : dict or None
         Set by :func:`mixscale.api.calibrate`: ``temperature`` and/or ``conformal``
         (``alpha``, ``score``, ``threshold`` (one value or one per class), ``n``,
@@ -85,6 +89,7 @@ class ModelInfo:
     train_data_sha256: list[str] | None = None
     calibration: dict | None = None
     format_version: int = FORMAT_VERSION
+    splits: int = 0
 
     @property
     def net_arguments(self) -> dict:
@@ -106,8 +111,13 @@ class ModelInfo:
 
     @property
     def image_channels(self) -> int:
-        """Channels of the input image (2.5D stacks ``2k + 1`` slices of it as the network's channels)."""
-        return self.in_channels // (2 * self.context_slices + 1)
+        """Channels of the input image (2.5D stacks ``2k + 1`` slices of it as the network's channels;
+        Noise2Inverse takes ``splits`` subset reconstructions, whose means the network sees)."""
+        return self.splits or self.in_channels // (2 * self.context_slices + 1)
+
+    def record(self) -> dict:
+        """The JSON form written into the file (``splits`` only where it is set)."""
+        return {k: v for k, v in self.__dict__.items() if not (k == "splits" and not v)}
 
 
 def save_model(path: str | os.PathLike, net: nn.Module, info: ModelInfo) -> Path:
@@ -126,11 +136,11 @@ def save_model(path: str | os.PathLike, net: nn.Module, info: ModelInfo) -> Path
     Path of the written file.
     """
     check_choice("task", info.task, MODEL_TASKS)
-    validated_metadata(dict(info.__dict__), path)  # a file this writes is one every loader accepts
+    validated_metadata(info.record(), path)  # a file this writes is one every loader accepts
     _check_facts(info, path)
     path = Path(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    meta = {METADATA_KEY: json.dumps(info.__dict__, allow_nan=True)}
+    meta = {METADATA_KEY: json.dumps(info.record(), allow_nan=True)}
     write_safetensors(path, tensors, meta, what="model file")
     logger.info("model written to %s (%s, %d tensors)", path, info.net_name, len(tensors))
     return path
@@ -284,6 +294,10 @@ def _check_facts(info: ModelInfo, path) -> None:
         raise InvalidModelFile(path, f"net_config gives no usable channel counts ({exc})") from None
     if not isinstance(channels, int) or not isinstance(classes, int) or channels < 1 or classes < 1:
         raise InvalidModelFile(path, f"net_config has in_channels={channels!r}, out_channels={classes!r}")
+    if info.splits and channels != 2 * info.context_slices + 1:
+        raise InvalidModelFile(path, f"a Noise2Inverse model (splits={info.splits}) takes one image channel: "
+                                     f"in_channels={channels} should be 2 * context_slices + 1 = "
+                                     f"{2 * info.context_slices + 1}")
     if channels % (2 * info.context_slices + 1):
         raise InvalidModelFile(path, f"in_channels={channels} is not a multiple of 2 * context_slices + 1 = "
                                      f"{2 * info.context_slices + 1}")

@@ -272,17 +272,23 @@ class Model:
 
         from ..infer.tta import TestTimeAugmentation
 
-        net, classes, t = self.net, self.task.classes, self.temperature
+        forward, classes, t = self._forward, self.task.classes, self.temperature
 
         def predictor(batch: torch.Tensor) -> torch.Tensor:
-            out = net(batch)
+            out = forward(batch)
             return tempered_softmax(out, t) if classes else out
 
         return TestTimeAugmentation(predictor) if tta else predictor
 
+    def _forward(self, batch):
+        """The network on a prepared batch; a Noise2Inverse model averages its ``splits`` combinations."""
+        if self.info.splits:
+            return noise2inverse_forward(self.net, batch, self.info.splits)
+        return self.net(batch)
+
     def _member_output(self, batch, *, temperature: float | None = None):
         """One member's output in the units statistics are taken in: probabilities, or target units."""
-        out = self.net(batch).float()
+        out = self._forward(batch).float()
         if self.task.classes:
             return tempered_softmax(out, self.temperature if temperature is None else temperature)
         return channel_affine(out, self.info.target_normalization)
@@ -449,6 +455,40 @@ def channel_affine(x, norm: dict | None, *, inverse: bool = False):
     mean = torch.tensor(norm["mean"], dtype=x.dtype, device=x.device).view(shape)
     std = torch.tensor(norm["std"], dtype=x.dtype, device=x.device).view(shape)
     return (x - mean) / std if inverse else x * std + mean
+
+
+def noise2inverse_forward(net, batch, splits: int):
+    """Noise2Inverse's X:1 prediction: the mean over ``j`` of ``net(mean of the subsets other than j)``.
+
+    Parameters
+    ----------
+    net : callable
+        ``(B, C, *S) -> (B, K', *S)``.
+    batch : (B, splits * C, *S) Tensor
+        The subset reconstructions, channel-major (subset ``i`` holds channels
+        ``i * C .. i * C + C - 1``: its ``2k + 1`` slices for a 2.5D model).
+    splits : int
+        K, at least 2.
+
+    Returns
+    -------
+    (B, K', *S) Tensor
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.arange(3.0).view(1, 3, 1, 1)  # three subsets, one channel each
+    >>> noise2inverse_forward(lambda t: t ** 2, x, 3).item()  # ((1.5)^2 + 1^2 + 0.5^2) / 3
+    1.1666666269302368
+    """
+    b, c = batch.shape[:2]
+    subsets = batch.view(b, splits, c // splits, *batch.shape[2:])
+    total = subsets.sum(1)
+    out = None
+    for j in range(splits):
+        y = net((total - subsets[:, j]) / (splits - 1))
+        out = y if out is None else out + y
+    return out / splits
 
 
 def tempered_softmax(logits, temperature: float = 1.0):

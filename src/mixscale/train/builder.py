@@ -168,7 +168,8 @@ def build_run(config: TrainConfig, *, resume: bool = False) -> TrainingRun:
     trainer["enable_progress_bar"] = t["progress_bar"]
     record = {"net_name": config.net.name, "task": get_task(config.task).model_task,
               "context_slices": config.data.context_slices, "slice_axis": config.data.slice_axis,
-              "train_config": config.model_dump(mode="json"), "train_data_sha256": data.image_sha256}
+              "train_config": config.model_dump(mode="json"), "train_data_sha256": data.image_sha256,
+              "splits": data.splits}
     return TrainingRun(run_dir=run_dir, resume=resume, data=data, module=module, trainer=trainer,
                        early_stopping_patience=t["early_stopping_patience"],
                        monitor_lr=config.schedule.name != "none", batch_size=config.data.batch_size,

@@ -9,8 +9,8 @@ import numpy as np
 
 from .._checks import not_allowed
 from ..data import (Augmentation, LabelConventionWarning, Normalization, PatchDataset, PatchSampler, array_sha256,
-                    check_label_convention, compute_normalization, pixel_split, prepare_labels, read_image,
-                    split_images)
+                    check_label_convention, compute_normalization, open_image, pixel_split, prepare_labels,
+                    read_image, split_images)
 from ..data.bootstrap import block_bootstrap, labelled_mask
 
 from .settings import DataSettings, TrainingData, addresses, to_channels_first
@@ -23,7 +23,10 @@ def load_pairs(images, labels, s: DataSettings, *, hashes: list | None = None) -
     """Read image and label files; images become ``(C, *S)`` float32, labels ``(*S)`` int64 or ``(C, *S)``.
 
     ``hashes``, when given, receives the SHA-256 of every image array as read.
+    Noise2Inverse: :func:`load_subset_pairs`.
     """
+    if s.task.targets == "subsets":
+        return load_subset_pairs(images, s, hashes=hashes)
     reconstruct = s.task.targets == "inputs"  # targets are the images themselves: no label files
     img_paths = addresses(images)
     lab_paths = img_paths if reconstruct else addresses(labels)
@@ -60,6 +63,42 @@ def load_pairs(images, labels, s: DataSettings, *, hashes: list | None = None) -
         check_geometry(x.shape[1:], ip, s)
         xs.append(x)
         ys.append(y)
+    return xs, ys
+
+
+def subset_axis(s: DataSettings) -> int:
+    """The axis of a Noise2Inverse image that holds its subset reconstructions (``data.channel_axis``, else 0)."""
+    return 0 if s.channel_axis is None else s.channel_axis
+
+
+def load_subset_pairs(images, s: DataSettings, *, hashes: list | None = None):
+    """Noise2Inverse's X:1 training pairs from images holding K subset reconstructions each.
+
+    Each image ``(K, *S)`` (the subsets on :func:`subset_axis`) gives K pairs: the mean
+    of the other K - 1 reconstructions, ``(1, *S)``, and the one left out, ``(1, *S)``.
+    Every image must hold the same K, at least 2.
+    """
+    xs, ys, counts = [], [], set()
+    for ip in addresses(images):
+        raw = np.asarray(read_image(ip))
+        if hashes is not None:
+            hashes.append(array_sha256(raw))
+        x = to_channels_first(raw, channel_axis=subset_axis(s)).astype(np.float32, copy=False)
+        if x.shape[0] < 2 or x.ndim - 1 < s.spatial_dims:
+            raise not_allowed("data.train_images", ip, f"an image of K >= 2 subset reconstructions on axis "
+                              f"{subset_axis(s)} (data.channel_axis) for task 'noise2inverse'; it has shape "
+                              f"{raw.shape}")
+        if not np.isfinite(x).all():
+            raise ValueError(f"image {ip} contains NaN or infinite values")
+        check_geometry(x.shape[1:], ip, s)
+        counts.add(x.shape[0])
+        total = x.sum(0, dtype=np.float64)
+        for j in range(x.shape[0]):
+            xs.append(((total - x[j]) / (x.shape[0] - 1)).astype(np.float32)[None])
+            ys.append(np.ascontiguousarray(x[j : j + 1]))
+    if len(counts) > 1:
+        raise ValueError(f"the Noise2Inverse images hold different numbers of subsets {sorted(counts)}; "
+                         "every image (training and validation) must hold the same K")
     return xs, ys
 
 
@@ -226,5 +265,19 @@ def build_training_data(s: DataSettings) -> TrainingData:
     in_channels = tx[0].shape[0] * (2 * s.context_slices + 1)  # 2.5D: context slices are channels
     out_channels = s.num_classes if s.task.targets == "labels" else ty[0].shape[0]
     names = s.class_names or ([f"class_{i}" for i in range(s.num_classes)] if s.num_classes else None)
-    return TrainingData(train, val, in_channels, out_channels, norm.to_dict(),
-                        target_norm.to_dict() if target_norm else None, names, hashes)
+    splits = subset_count(s) if s.task.targets == "subsets" else 0
+    record = norm.to_dict()
+    if splits:  # each subset is normalised as the means of subsets were: the same statistics K times
+        record = {key: list(values) * splits for key, values in record.items()}
+    return TrainingData(train, val, in_channels, out_channels, record,
+                        target_norm.to_dict() if target_norm else None, names, hashes, splits=splits)
+
+
+def subset_count(s: DataSettings) -> int:
+    """K of a Noise2Inverse run, from the shapes of its images (opened lazily, nothing read)."""
+    shapes = [open_image(ip).shape for ip in addresses(s.train_images) + addresses(s.val_images or [])]
+    counts = {shape[subset_axis(s)] for shape in shapes}
+    if len(counts) > 1:
+        raise ValueError(f"the Noise2Inverse images hold different numbers of subsets {sorted(counts)} on axis "
+                         f"{subset_axis(s)}; the training and validation images must hold the same K")
+    return counts.pop()

@@ -65,6 +65,7 @@ class TrainingData:
     target_normalization: dict | None
     class_names: list[str] | None
     image_sha256: list[str] = field(default_factory=list)  # of each training image array, as read
+    splits: int = 0  # Noise2Inverse: subset reconstructions per input image (0: none)
 
 
 def addresses(value) -> list[str]:
