@@ -210,6 +210,9 @@ def tune_baselines(spec: TomoSimulation, store_path: Path, *, device: str = "cpu
     tuned = {"object": index, "slices": [z.start, z.stop], "sirt_iterations": int(np.argmax(scores)) + 1,
              "sirt_psnr": float(max(scores)), "tv_weight": TV_WEIGHTS[best_tv], "tv_psnr": tv_scores[best_tv],
              "fbp_psnr": psnr(few_fbp.cpu().numpy(), truth)}
+    if tuned["sirt_iterations"] == SIRT_MAX_ITERATIONS:
+        logger.warning("SIRT was still improving at its cap of %d iterations: sirt_* arrays are of the cap",
+                       SIRT_MAX_ITERATIONS)
     if best_tv in (0, len(TV_WEIGHTS) - 1):
         logger.warning("TV's best weight %.3g is at the end of the weights tried", tuned["tv_weight"])
     logger.info("baselines tuned on object %d: SIRT %d iterations (%.2f dB), TV weight %.3g (%.2f dB), "
