@@ -155,8 +155,8 @@ def run(out: Path, size: int, slices: int, minutes: float, depth: int) -> dict:
     g = zarr.open_group(str(stores["noisy"]), mode="r")
     truth, noisy = g["object2/phantom"][:], g["object2/fbp_1024"][:]
     truth_val, noisy_val = g["object1/phantom"][:], g["object1/fbp_1024"][:]
-    sigma, _ = tuned_denoiser(noisy_val, truth_val, gaussian, [0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0])
-    weight, _ = tuned_denoiser(noisy_val, truth_val, tv, list(np.geomspace(0.005, 0.5, 12)))
+    sigma, _ = tuned_denoiser(noisy_val, truth_val, gaussian, [0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0])
+    weight, _ = tuned_denoiser(noisy_val, truth_val, tv, list(np.geomspace(0.005, 5.0, 16)))
     panels = {"FBP-1024 (noisy)": noisy, f"Gaussian (sigma {sigma})": gaussian(noisy, sigma),
               f"TV (weight {weight:.3g})": tv(noisy, weight)}
     for name, x in panels.items():

@@ -42,7 +42,7 @@ PLAN_KIND = "a tomography simulation"
 TUNED_FILE = ("tomography", "tuned.json")
 TUNING_SLICES = 8  # central slices of the tuning object on which SIRT's iterations and TV's weight are chosen
 SIRT_MAX_ITERATIONS = 400
-TV_WEIGHTS = tuple(float(w) for w in np.geomspace(0.005, 0.5, 15))  # in units of the material's attenuation (1)
+TV_WEIGHTS = tuple(float(w) for w in np.geomspace(0.005, 5.0, 19))  # in units of the material's attenuation (1)
 
 
 @dataclass(frozen=True)
