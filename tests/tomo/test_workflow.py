@@ -84,7 +84,7 @@ def test_a_rerun_resumes_and_other_settings_are_refused(foams, tmp_path):
 
 
 def test_a_killed_simulation_resumes_to_the_same_store(tmp_path):
-    spec = TomoSimulation(objects=2, shape=(8, 32, 32), angles=(8, 32), slab=2, voids=20)
+    spec = TomoSimulation(objects=2, shape=(8, 32, 32), angles=(8, 32), slab=2, voids=20, photons=1000.0)
     clean = tmp_path / "clean.zarr"
     simulate_tomo(clean, spec, progress=False)
     killed = tmp_path / "killed.zarr"

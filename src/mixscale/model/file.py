@@ -294,6 +294,9 @@ def _check_facts(info: ModelInfo, path) -> None:
         raise InvalidModelFile(path, f"net_config gives no usable channel counts ({exc})") from None
     if not isinstance(channels, int) or not isinstance(classes, int) or channels < 1 or classes < 1:
         raise InvalidModelFile(path, f"net_config has in_channels={channels!r}, out_channels={classes!r}")
+    if (info.task == "noise2inverse") != (info.splits >= 2):
+        raise InvalidModelFile(path, f"task {info.task!r} with splits={info.splits}: a Noise2Inverse model needs "
+                                     "splits >= 2, and only a Noise2Inverse model has splits")
     if info.splits and channels != 2 * info.context_slices + 1:
         raise InvalidModelFile(path, f"a Noise2Inverse model (splits={info.splits}) takes one image channel: "
                                      f"in_channels={channels} should be 2 * context_slices + 1 = "

@@ -102,7 +102,7 @@ class TomoSimulation:
         object.__setattr__(self, "angles", tuple(int(n) for n in self.angles))
 
     def _check_splits(self) -> None:
-        k, m = check_int("splits", self.splits, minimum=2), int(self.angles[1])
+        k, m = check_int("splits", self.splits, minimum=2, maximum=64), int(self.angles[1])
         if m % k:
             divisors = [d for d in range(2, min(m, 64) + 1) if m % d == 0]
             raise not_allowed("splits", k, f"a divisor of the {m} angles (angles[1]), such as {divisors[:8]}")
@@ -136,7 +136,7 @@ def scan_angles(spec: TomoSimulation) -> tuple[np.ndarray, np.ndarray]:
 def _foam(spec: TomoSimulation, index: int):
     from ..synthetic import foam_phantom
 
-    seed = int(np.random.SeedSequence([spec.seed, index]).generate_state(1)[0])
+    seed = int(np.random.SeedSequence([spec.seed, 0, index]).generate_state(1)[0])  # domain 0: foams
     kwargs = {} if spec.voids is None else {"n_voids": spec.voids}
     return foam_phantom(spec.shape, seed=seed, **kwargs)
 
@@ -148,8 +148,12 @@ def _measured(spec: TomoSimulation, foam, index: int, z: slice, which: int, angl
     sino = foam_sinograms(foam, angles, z=list(range(z.start, z.stop)))
     if spec.photons is None:
         return np.asarray(sino, np.float32)
-    seed = int(np.random.SeedSequence([spec.seed, index, z.start, which]).generate_state(1)[0])
-    return np.asarray(poisson_noise(sino, spec.photons, seed=seed), np.float32)
+    mu = 1.5 / (2 * foam.radius)  # one attenuation per simulation: the noise level never depends on the slab
+    out = []
+    for k, zi in enumerate(range(z.start, z.stop)):  # noise seeded per slice (domain 1): any slab sees the same
+        seed = int(np.random.SeedSequence([spec.seed, 1, index, which, zi]).generate_state(1)[0])
+        out.append(poisson_noise(sino[k:k + 1], spec.photons, seed=seed, attenuation=mu))
+    return np.concatenate(out).astype(np.float32)
 
 
 def _fbp(sinograms: np.ndarray, angles: np.ndarray, device: str) -> np.ndarray:

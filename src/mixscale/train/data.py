@@ -280,4 +280,8 @@ def subset_count(s: DataSettings) -> int:
     if len(counts) > 1:
         raise ValueError(f"the Noise2Inverse images hold different numbers of subsets {sorted(counts)} on axis "
                          f"{subset_axis(s)}; the training and validation images must hold the same K")
-    return counts.pop()
+    k = counts.pop()
+    if k > 64:
+        raise not_allowed("data.train_images", addresses(s.train_images)[0], f"at most 64 subset reconstructions on "
+                          f"axis {subset_axis(s)} for task 'noise2inverse' (it holds {k}: is that axis the subsets?)")
+    return k
