@@ -35,11 +35,11 @@ def make_reconstruction(path: Path, size: int, slab: int = 16) -> str:
     import torch
     import zarr
 
-    from mixscale.synthetic import foam_phantom, foam_sinograms, limited_angles
-    from mixscale.tomo import fbp
+    from mixscale.synthetic import foam_phantom, foam_sinograms
+    from mixscale.tomo import fbp, parallel_angles
 
     foam = foam_phantom((size, size, size), seed=0, n_voids=4 * size)
-    angles = limited_angles(64, 180.0)
+    angles = parallel_angles(64)
     volume = zarr.create_array(str(path), shape=(size, size, size), dtype="float32", chunks=(1, size, size))
     for z0 in range(0, size, slab):
         sino = foam_sinograms(foam, angles, z=list(range(z0, min(z0 + slab, size))))

@@ -7,7 +7,7 @@ from scipy.spatial.distance import pdist, squareform
 from skimage.transform import radon
 
 from mixscale.synthetic import (Foam, angle_subsets, foam_phantom, foam_sinograms, foam_slices,
-                                limited_angles, poisson_noise)
+                                poisson_noise)
 
 
 def _material(foam, z, x, y):
@@ -230,11 +230,3 @@ def test_angle_subsets_are_an_interleaved_partition():
         angle_subsets(64, 3)
     with pytest.raises(ValueError, match="k=1 is not allowed; expected an integer >= 2"):
         angle_subsets(64, 1)
-
-
-def test_limited_angles():
-    np.testing.assert_allclose(limited_angles(4, 120), [0, 30, 60, 90])
-    assert limited_angles(3, 180).dtype == np.float64
-    for bad in (0, 190, -10):
-        with pytest.raises(ValueError, match=f"angular_range={bad} is not allowed; expected a finite number > 0 and <= 180"):
-            limited_angles(4, bad)

@@ -128,9 +128,9 @@ class TomoSimulation:
 
 def scan_angles(spec: TomoSimulation) -> tuple[np.ndarray, np.ndarray]:
     """The few angles (over ``angular_range``) and the many (over 180 degrees), in degrees."""
-    from ..synthetic import limited_angles
+    from ..tomo import parallel_angles
 
-    return limited_angles(spec.angles[0], spec.angular_range), limited_angles(spec.angles[1], 180.0)
+    return parallel_angles(spec.angles[0], spec.angular_range), parallel_angles(spec.angles[1], 180.0)
 
 
 def _foam(spec: TomoSimulation, index: int):
@@ -187,11 +187,12 @@ def psnr(x: np.ndarray, reference: np.ndarray) -> float:
     return psnr_db(x, reference, data_range=1.0)
 
 
-def tune_baselines(spec: TomoSimulation, store_path: Path, *, device: str = "cpu") -> dict:
+def tune_baselines(spec: TomoSimulation, store_path: Path, *, device: str = "cpu", foam=None) -> dict:
     """SIRT's iteration count and TV's weight with the best PSNR against the phantom on the tuning object.
 
     The tuning object is object 1 (the validation object) when there are two or more,
-    else object 0; its central :data:`TUNING_SLICES` slices are used.
+    else object 0; its central :data:`TUNING_SLICES` slices are used. ``foam`` is that
+    object's foam when the caller has it (it is made again otherwise).
     """
     import torch
     import zarr
@@ -205,7 +206,8 @@ def tune_baselines(spec: TomoSimulation, store_path: Path, *, device: str = "cpu
     truth = np.asarray(group[f"object{index}/phantom"][z])
     few_fbp = torch.from_numpy(np.asarray(group[f"object{index}/{spec.names['few']}"][z])).to(device)
     few = scan_angles(spec)[0]
-    sino = torch.from_numpy(_measured(spec, _foam(spec, index), index, z, 0, few)).to(device)
+    foam = _foam(spec, index) if foam is None else foam
+    sino = torch.from_numpy(_measured(spec, foam, index, z, 0, few)).to(device)
     scores: list[float] = []
     sirt(sino, few, iterations=SIRT_MAX_ITERATIONS, shape=spec.shape[1:],
          callback=lambda i, x: scores.append(psnr(x.cpu().numpy(), truth)))
@@ -225,14 +227,15 @@ def tune_baselines(spec: TomoSimulation, store_path: Path, *, device: str = "cpu
     return tuned
 
 
-def _baselines(spec, store_path, index, z, tuned, device) -> dict[str, np.ndarray]:
+def _baselines(spec, foam, store_path, index, z, tuned, device) -> dict[str, np.ndarray]:
+    """SIRT of the few-angle scan and TV of its FBP, for slab ``z`` of object ``index``."""
     import torch
     import zarr
 
     from ..tomo import denoise_tv, sirt
 
     few = scan_angles(spec)[0]
-    sino = torch.from_numpy(_measured(spec, _foam(spec, index), index, z, 0, few)).to(device)
+    sino = torch.from_numpy(_measured(spec, foam, index, z, 0, few)).to(device)
     fbp_few = zarr.open_array(store=str(store_path), path=f"object{index}/{spec.names['few']}", mode="r")[z]
     names = spec.names
     return {names["sirt"]: sirt(sino, few, iterations=tuned["sirt_iterations"],
@@ -297,48 +300,52 @@ def simulate_tomo(out, spec: TomoSimulation | None = None, *, overwrite: bool = 
     out = Path(out)
     if out.suffix != ".zarr":
         raise not_allowed("out", str(out), "a zarr store path ending in .zarr")
-    slabs, n = spec.slabs, spec.objects * len(spec.slabs)
+    n = spec.objects * len(spec.slabs)
     store = BlockStore.prepare(out, shape=spec.shape, block_shape=(spec.slab, *spec.shape[1:]),
                                arrays=_array_specs(spec), plan=spec.plan(), overwrite=overwrite)
-    tuned_path = out.joinpath(MARKER_DIR[0], *TUNED_FILE)
-    angles = scan_angles(spec)
     try:
-        done = store.done()
+        tuned_path = out.joinpath(MARKER_DIR[0], *TUNED_FILE)
+        angles, done = scan_angles(spec), store.done()
+        foams = [_foam(spec, i) for i in range(spec.objects)]
+        _write_foams(spec, out, foams)
         with tqdm(total=2 * n, initial=len(done), unit="slab", desc="simulate", disable=not progress,
                   dynamic_ncols=True) as bar:
-            for i in range(spec.objects):
-                foam = _foam(spec, i)
-                for s, z in enumerate(slabs):
-                    if i * len(slabs) + s not in done:
-                        store.write_block(i * len(slabs) + s, (z, slice(None), slice(None)),
-                                          {f"object{i}/{k}": v for k, v in
-                                           _first_products(spec, foam, i, z, angles, device).items()})
-                        bar.update()
+            _write_slabs(store, spec, done, bar, 0,
+                         lambda i, z: _first_products(spec, foams[i], i, z, angles, device))
             tuned = _read_tuned(tuned_path)
             if tuned is None:
                 bar.set_postfix_str("tuning SIRT and TV")
-                tuned = tune_baselines(spec, out, device=device)
+                tuned = tune_baselines(spec, out, device=device, foam=foams[1 if spec.objects > 1 else 0])
                 _write_tuned(tuned_path, tuned)
-            for i in range(spec.objects):
-                for s, z in enumerate(slabs):
-                    index = n + i * len(slabs) + s
-                    if index not in done:
-                        store.write_block(index, (z, slice(None), slice(None)),
-                                          {f"object{i}/{k}": v for k, v in
-                                           _baselines(spec, out, i, z, tuned, device).items()})
-                        bar.update()
+            _write_slabs(store, spec, done, bar, n,
+                         lambda i, z: _baselines(spec, foams[i], out, i, z, tuned, device))
     finally:
         store.unregister_writer()
-    _write_foams(spec, out)
     return {"path": str(out), "arrays": list(spec.names.values()), "tuned": tuned, "settings": spec.plan()}
 
 
-def _write_foams(spec: TomoSimulation, out: Path) -> None:
-    """Each object's spheres, angles and settings in its group's attributes (for the record)."""
+def _write_slabs(store, spec: TomoSimulation, done: set[int], bar, offset: int, compute) -> None:
+    """Every slab of every object not yet ``done``: ``compute(object, z) -> {name: array}``, written as block
+    ``offset + object * slabs + slab`` (then marked complete)."""
+    slabs = spec.slabs
+    for i in range(spec.objects):
+        for s, z in enumerate(slabs):
+            index = offset + i * len(slabs) + s
+            if index not in done:
+                outputs = compute(i, z)
+                store.write_block(index, (z, slice(None), slice(None)),
+                                  {f"object{i}/{k}": v for k, v in outputs.items()})
+                bar.update()
+
+
+def _write_foams(spec: TomoSimulation, out: Path, foams: list) -> None:
+    """Each object's spheres, angles and settings in its group's attributes (for the record; once per store)."""
     import zarr
 
     few, many = scan_angles(spec)
-    for i in range(spec.objects):
+    for i, foam in enumerate(foams):
         group = zarr.open_group(str(out / f"object{i}"), mode="r+")
-        group.attrs.update({"foam": _foam(spec, i).to_dict(), "angles_few_deg": few.tolist(),
+        if "foam" in group.attrs:
+            continue
+        group.attrs.update({"foam": foam.to_dict(), "angles_few_deg": few.tolist(),
                             "angles_many_deg": many.tolist(), "photons": spec.photons})

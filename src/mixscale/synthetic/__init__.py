@@ -7,12 +7,12 @@
 - :func:`draw_shape`, :func:`draw_shape_3d`: one analytically rasterised shape.
 - :func:`foam_phantom`, :func:`foam_slices`, :func:`foam_sinograms`: foam phantoms (a cylinder
   minus spherical voids) with exact slices and analytic parallel-beam sinograms.
-- :func:`poisson_noise`, :func:`angle_subsets`, :func:`limited_angles`: degraded tomographic data.
+- :func:`poisson_noise`, :func:`angle_subsets`: degraded tomographic data (angles: :func:`mixscale.tomo.parallel_angles`).
 """
 
 from .foam import Foam, foam_phantom, foam_sinograms, foam_slices
 from .mixed_scale import MIXED_SCALE_CLASSES, mixed_scale_shapes
-from .projections import angle_subsets, limited_angles, poisson_noise
+from .projections import angle_subsets, poisson_noise
 from .shapes import SHAPE_CLASSES, draw_shape, random_shapes
 from .shapes3d import SHAPE_CLASSES_3D, draw_shape_3d, random_rotation, random_shapes_3d
 
@@ -27,7 +27,6 @@ __all__ = [
     "foam_phantom",
     "foam_sinograms",
     "foam_slices",
-    "limited_angles",
     "mixed_scale_shapes",
     "poisson_noise",
     "random_rotation",

@@ -11,7 +11,7 @@ import numpy as np
 from .._checks import check_float, check_int
 from ._common import make_rng
 
-__all__ = ["angle_subsets", "limited_angles", "poisson_noise"]
+__all__ = ["angle_subsets", "poisson_noise"]
 
 #: the default attenuation gives the thickest chord an optical depth of 1.5 (transmission exp(-1.5) = 22 %)
 _DEFAULT_DEPTH = 1.5
@@ -99,28 +99,3 @@ def angle_subsets(n_angles: int, k: int) -> list[np.ndarray]:
         divisors = [d for d in range(2, n_angles + 1) if n_angles % d == 0]
         raise ValueError(f"splits k={k} does not divide the {n_angles} angles; choose one of {divisors}")
     return [np.arange(j, n_angles, k, dtype=np.int64) for j in range(k)]
-
-
-def limited_angles(n: int, angular_range: float) -> np.ndarray:
-    """``n`` equally spaced angles in degrees over ``[0, angular_range)``, a limited-angle scan.
-
-    Parameters
-    ----------
-    n : int
-        Number of angles, ``>= 1``.
-    angular_range : float
-        Covered range in degrees, in ``(0, 180]`` (180 is a full parallel-beam scan).
-
-    Returns
-    -------
-    angles : (n,) ndarray of float64
-        ``np.linspace(0, angular_range, n, endpoint=False)``.
-
-    Examples
-    --------
-    >>> limited_angles(4, 90).tolist()
-    [0.0, 22.5, 45.0, 67.5]
-    """
-    n = check_int("n", n, minimum=1)
-    angular_range = check_float("angular_range", angular_range, minimum=0, maximum=180, open_minimum=True)
-    return np.linspace(0.0, angular_range, n, endpoint=False)

@@ -76,9 +76,9 @@ def load_subset_pairs(images, s: DataSettings, *, hashes: list | None = None):
 
     Each image ``(K, *S)`` (the subsets on :func:`subset_axis`) gives K pairs: the mean
     of the other K - 1 reconstructions, ``(1, *S)``, and the one left out, ``(1, *S)``.
-    Every image must hold the same K, at least 2.
+    Every image must hold K >= 2 (:func:`subset_count` checks that all hold the same K).
     """
-    xs, ys, counts = [], [], set()
+    xs, ys = [], []
     for ip in addresses(images):
         raw = np.asarray(read_image(ip))
         if hashes is not None:
@@ -91,14 +91,10 @@ def load_subset_pairs(images, s: DataSettings, *, hashes: list | None = None):
         if not np.isfinite(x).all():
             raise ValueError(f"image {ip} contains NaN or infinite values")
         check_geometry(x.shape[1:], ip, s)
-        counts.add(x.shape[0])
         total = x.sum(0, dtype=np.float64)
         for j in range(x.shape[0]):
             xs.append(((total - x[j]) / (x.shape[0] - 1)).astype(np.float32)[None])
             ys.append(np.ascontiguousarray(x[j : j + 1]))
-    if len(counts) > 1:
-        raise ValueError(f"the Noise2Inverse images hold different numbers of subsets {sorted(counts)}; "
-                         "every image (training and validation) must hold the same K")
     return xs, ys
 
 
