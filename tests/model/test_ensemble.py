@@ -85,6 +85,30 @@ def test_regression_ensemble_averages_outputs_in_target_units(tmp_path, image):
     np.testing.assert_allclose(stats["prediction_std"], each.std(0, ddof=1), rtol=1e-4, atol=1e-3)
 
 
+def test_ensemble_of_2p5d_models_applies_each_members_statistics_to_every_context_slice(tmp_path):
+    """2.5D members take ``2k + 1`` slices as channels; their one-channel statistics apply to each."""
+    volume = np.random.default_rng(2).normal(10.0, 2.0, size=(6, 20, 18)).astype(np.float32)
+    paths = []
+    for seed, (mean, std) in enumerate([(10.0, 2.0), (7.0, 4.0)]):
+        torch.manual_seed(seed)
+        net = create_net("msd", in_channels=3, out_channels=1, depth=3)
+        info = ModelInfo(net_name="msd", net_config=net.config(), task="regression", context_slices=1,
+                         normalization={"mean": [mean], "std": [std]},
+                         target_normalization={"mean": [1.0 + seed], "std": [3.0]})
+        paths.append(str(save_model(tmp_path / f"m{seed}.safetensors", net.eval(), info)))
+    src = tmp_path / "vol.zarr"
+    zarr.create_array(str(src), data=volume)
+
+    def predicted(model, name):  # 2.5D predicts block-wise, into zarr
+        api.predict(model, str(src), tmp_path / name, slice_axis=0, progress=False)
+        return zarr.open_array(str(tmp_path / name / "prediction"), mode="r")[:].astype(np.float64)
+
+    each = np.stack([predicted(p, f"m{i}.zarr") for i, p in enumerate(paths)])
+    ensemble = predicted(save_ensemble(tmp_path / "ens.safetensors", paths), "ens.zarr")
+    np.testing.assert_allclose(ensemble, each.mean(0), rtol=1e-5, atol=1e-5)
+    assert np.abs(each[0] - each[1]).max() > 0.1  # the members differ, so the mean is a real check
+
+
 @pytest.mark.parametrize("change, match", [
     (dict(classes=2), "class_names="), (dict(task="regression", classes=3), "task='regression'"),
     (dict(in_channels=2), "image channels=2"), (dict(spatial_dims=3), "spatial_dims=3"),

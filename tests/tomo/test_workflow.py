@@ -46,6 +46,14 @@ def test_the_store_holds_every_product_and_the_subsets_average_to_the_full_fbp(f
     assert len(group["object0"].attrs["angles_few_deg"]) == 32
 
 
+def test_info_reports_the_simulation_its_arrays_and_its_blocks(foams):
+    r = subprocess.run(CLI + ["info", str(foams)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "a tomography simulation" in r.stdout
+    assert "object2/subsets_256: (4, 16, 128, 128) float32" in r.stdout
+    assert "blocks_complete: 12 of 12 (complete)" in r.stdout  # 3 objects x 2 slabs of 8, two phases
+
+
 def test_msd_on_few_angle_fbp_beats_it_by_3_db(foams, tmp_path):
     store = str(foams)
     config = {"version": 1, "task": "regression", "run_dir": str(tmp_path / "run"), "seed": 0,
@@ -108,6 +116,7 @@ def test_a_killed_simulation_resumes_to_the_same_store(tmp_path):
     (["--splits", "3"], r"splits=3 is not allowed; expected a divisor of the 64 angles \(angles\[1\]\), such as "
                         r"\[2, 4, 8"),
     (["--shape", "4", "32", "48"], "square slices"),
+    (["--device", "gpu0"], "device='gpu0' is not allowed; expected cpu, cuda"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, args, match):
     out = tmp_path / "bad.zarr"

@@ -60,12 +60,33 @@ def test_the_training_pairs_are_the_mean_of_the_others_and_the_one_left_out(tmp_
         load_subset_pairs([str(tmp_path / "one.tif")], _settings())
 
 
+def test_without_validation_files_whole_images_are_held_out_never_some_of_their_pairs(tmp_path):
+    from mixscale.train.data import load_pairs, split_train_val
+
+    rng = np.random.default_rng(1)
+    paths = []
+    for i in range(5):  # each image: K = 4 subsets; its 4 pairs carry its index as their value
+        write_image(tmp_path / f"s{i}.tif", np.full((4, 16, 16), float(i), np.float32) + rng.normal(
+            0, 1e-3, (4, 16, 16)).astype(np.float32))
+        paths.append(str(tmp_path / f"s{i}.tif"))
+    s = _settings(train_images=paths)
+    xs, ys = load_pairs(paths, None, s)
+    tx, _, vx, vy = split_train_val(xs, ys, s)
+    train_images = {round(float(x.mean())) for x in tx}
+    val_images = {round(float(x.mean())) for x in vx}
+    assert len(tx) == 4 * len(train_images) and len(vx) == len(vy) == 4 * len(val_images)  # all 4 pairs each
+    assert train_images.isdisjoint(val_images) and len(train_images | val_images) == 5
+
+
 def test_prediction_averages_the_k_combinations():
     net = torch.nn.Conv2d(1, 1, 3, padding=1)
     x = torch.randn(2, 4, 9, 9)
     naive = sum(net(torch.stack([x[:, i] for i in range(4) if i != j], 1).mean(1, keepdim=True))
                 for j in range(4)) / 4
     torch.testing.assert_close(noise2inverse_forward(net, x, 4), naive, rtol=1e-5, atol=1e-6)
+    for splits in (1, 3):
+        with pytest.raises(ValueError, match=f"splits >= 2 dividing the input's 4 channels; got splits={splits}"):
+            noise2inverse_forward(net, x, splits)
 
 
 @pytest.fixture

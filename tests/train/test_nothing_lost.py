@@ -4,6 +4,7 @@ uninterrupted run, and a resume with another network refused before anything is 
 
 import csv
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -74,6 +75,10 @@ def test_a_lock_held_on_another_host_is_never_broken(tiny_config, tmp_path):
     (run_dir / "run.lock").write_text('{"pid": 1, "host": "elsewhere", "started": 0, "what": "training"}')
     with pytest.raises(RuntimeError, match="in use by pid 1 on host 'elsewhere'.*remove .*run.lock"):
         api.train(tiny_config)
+    cli = subprocess.run(CLI + ["train", str(_write(tiny_config, tmp_path / "c.yaml"))], capture_output=True,
+                         text=True)  # the command line says it in one line, without a traceback
+    assert cli.returncode == 2 and "Traceback" not in cli.stderr, cli.stderr
+    assert re.search(r"mixscale train: error: .*in use by pid 1 on host 'elsewhere'", cli.stderr), cli.stderr
     assert sorted(p.name for p in run_dir.iterdir()) == ["run.lock"]
 
 

@@ -178,7 +178,7 @@ def _add_simulate(sub) -> None:
     t.add_argument("--splits", type=int, default=None, metavar="K",
                    help="K interleaved subsets of the MANY angles, reconstructed each (Noise2Inverse)")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--voids", type=int, default=None, help="voids per foam (default: scaled with the size)")
+    t.add_argument("--voids", type=int, default=None, help="voids per foam (default 500)")
     t.add_argument("--slab", type=int, default=8, help="slices per block written (default: 8)")
     t.add_argument("--device", default="cpu", help="where reconstructions run: cpu, cuda ... (default: cpu)")
     t.add_argument("--overwrite", action="store_true", help="replace a store made with other settings")
@@ -368,7 +368,12 @@ def _cmd_info(args) -> None:
     from mixscale import api
 
     for k, v in api.info(args.file).items():
-        print(f"{k:>14}: {v}")
+        if isinstance(v, dict) and v:  # a store's arrays: one per line
+            print(f"{k:>16}:")
+            for name, what in v.items():
+                print(f"{'':>18}{name}: {what}")
+        else:
+            print(f"{k:>16}: {v}")
 
 
 def _cmd_demo(args) -> None:
@@ -470,9 +475,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose + 1, 2)]
     configure_logging(level, lightning=args.command in LIGHTNING_COMMANDS)
+    from mixscale._lock import LockedError
+
     try:
         COMMANDS[args.command](args)
-    except (ValueError, OSError) as exc:  # bad input or a file problem: one line (a traceback with -v)
+    except (ValueError, OSError, LockedError) as exc:  # bad input, a file problem, another writer: one line
         if args.verbose:
             traceback.print_exc()
         print(f"mixscale {args.command}: error: {exc}", file=sys.stderr)

@@ -181,7 +181,8 @@ class BlockStore:
                 "(CLI: --overwrite) to replace it, or choose another output")
 
     def summary(self) -> dict:
-        """Format, arrays, blocks complete out of the grid, and the plan (model, input, settings)."""
+        """Format, arrays (of nested groups too), blocks complete out of the grid (or out of the plan's
+        ``blocks``, for jobs whose blocks are not one grid), and the plan (model, input, settings)."""
         import math
 
         import zarr
@@ -190,11 +191,12 @@ class BlockStore:
         group = zarr.open_group(str(self.path), mode="r")
         with warnings.catch_warnings():  # zarr notes that the marker folder is no zarr node; it is not meant to be
             warnings.simplefilter("ignore")
-            arrays = {name: f"{arr.shape} {arr.dtype}" for name, arr in sorted(group.arrays())}
+            arrays = {name: f"{node.shape} {node.dtype}" for name, node in sorted(group.members(max_depth=None))
+                      if isinstance(node, zarr.Array)}
         counts = [-(-n // b) for n, b in zip(plan.get("shape", ()), plan.get("block_shape", ()))]
-        total = math.prod(counts) if counts else 0
+        total = plan.get("blocks") or (math.prod(counts) if counts else 0)
         done = len(self.done())
-        return {"format": "mixscale block-prediction store (zarr)", "arrays": arrays,
+        return {"format": f"mixscale block-wise store (zarr): {plan.get('kind', 'a prediction')}", "arrays": arrays,
                 "blocks_complete": f"{done} of {total}" + (" (complete)" if done == total else " (resumable)"),
                 **{k: plan[k] for k in ("image", "model_sha256", "task", "block_shape", "axis", "tta")
                    if k in plan}}

@@ -47,9 +47,10 @@ class ModelInfo:
         Registry name of the network.
     net_config : dict
         Constructor arguments of the network.
-    task : {"segmentation", "regression", "detection"}
+    task : {"segmentation", "regression", "detection", "noise2inverse"}
         As recorded in the file (see :data:`mixscale.tasks.MODEL_TASKS`; detection: a
-        patch classifier, class 0 = background).
+        patch classifier, class 0 = background; noise2inverse: a regression on ``splits``
+        subset reconstructions).
     class_names : list of str or None
         One name per output class (segmentation; detection, where class 0 is background).
     normalization : dict or None

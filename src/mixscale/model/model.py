@@ -446,14 +446,21 @@ class Model:
 
 def channel_affine(x, norm: dict | None, *, inverse: bool = False):
     """``x * std + mean`` per channel of a ``(B, C, *S)`` tensor, or with ``inverse``
-    ``(x - mean) / std`` (normalising an input); identity without statistics."""
+    ``(x - mean) / std`` (normalising an input); identity without statistics.
+
+    Statistics of ``c`` image channels apply to ``C = r * c`` stacked channels channel-major
+    (2.5D: each channel's ``2k + 1`` slices, Noise2Inverse: each subset's), as in training."""
     if not norm:
         return x
     import torch
 
+    given, channels = len(norm["mean"]), x.shape[1]
+    if channels % given:
+        raise ValueError(f"normalisation of {given} channel(s) cannot apply to an input of {channels} channels")
     shape = (1, -1) + (1,) * (x.ndim - 2)
-    mean = torch.tensor(norm["mean"], dtype=x.dtype, device=x.device).view(shape)
-    std = torch.tensor(norm["std"], dtype=x.dtype, device=x.device).view(shape)
+    reps = channels // given
+    mean = torch.tensor(norm["mean"], dtype=x.dtype, device=x.device).repeat_interleave(reps).view(shape)
+    std = torch.tensor(norm["std"], dtype=x.dtype, device=x.device).repeat_interleave(reps).view(shape)
     return (x - mean) / std if inverse else x * std + mean
 
 
@@ -482,6 +489,8 @@ def noise2inverse_forward(net, batch, splits: int):
     1.1666666269302368
     """
     b, c = batch.shape[:2]
+    if splits < 2 or c % splits:
+        raise ValueError(f"Noise2Inverse needs splits >= 2 dividing the input's {c} channels; got splits={splits}")
     subsets = batch.view(b, splits, c // splits, *batch.shape[2:])
     total = subsets.sum(1)
     out = None

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._checks import check_float, check_int, check_shape, not_allowed
+from .._checks import check_device, check_float, check_int, check_shape, not_allowed
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class TomoSimulation:
         K interleaved subsets of the many angles for Noise2Inverse; K must divide m.
     seed : int
     voids : int or None
-        Voids per foam (default: :func:`mixscale.synthetic.foam_phantom`'s).
+        Voids per foam (default: :func:`mixscale.synthetic.foam_phantom`'s, 500).
     slab : int
         Slices per block: the unit written, resumed and held in memory.
     """
@@ -123,7 +123,8 @@ class TomoSimulation:
         return [slice(s, min(s + self.slab, z)) for s in range(0, z, self.slab)]
 
     def plan(self) -> dict:
-        return {"kind": PLAN_KIND, **json.loads(json.dumps(asdict(self)))}
+        blocks = 2 * self.objects * len(self.slabs)  # first products, then the tuned baselines
+        return {"kind": PLAN_KIND, "blocks": blocks, **json.loads(json.dumps(asdict(self)))}
 
 
 def scan_angles(spec: TomoSimulation) -> tuple[np.ndarray, np.ndarray]:
@@ -300,6 +301,7 @@ def simulate_tomo(out, spec: TomoSimulation | None = None, *, overwrite: bool = 
     out = Path(out)
     if out.suffix != ".zarr":
         raise not_allowed("out", str(out), "a zarr store path ending in .zarr")
+    device = check_device(device)  # before the store is touched
     n = spec.objects * len(spec.slabs)
     store = BlockStore.prepare(out, shape=spec.shape, block_shape=(spec.slab, *spec.shape[1:]),
                                arrays=_array_specs(spec), plan=spec.plan(), overwrite=overwrite)

@@ -207,7 +207,7 @@ def foam_phantom(shape, *, seed: int, n_voids: int = 500, min_radius: float | No
         Number of voids to place, ``>= 0``.
     min_radius, max_radius : float or None
         Range of void radii in pixels; by default ``max(1, N/128)`` and ``max(2 min_radius, N/10)``
-        (1000 default voids fill about a quarter of a ``(64, 256, 256)`` cylinder).
+        (the 500 default voids take 14 % of the cylinder in a ``(64, 256, 256)`` foam).
     radius_fraction : float
         Cylinder radius as a fraction of ``N/2``, in ``(0, 1]``.
     gap : float

@@ -138,20 +138,32 @@ def split_mode(n_images: int, s: DataSettings) -> str:
     return s.split if s.split != "auto" else ("images" if n_images >= 3 else "pixels")
 
 
+def pairs_per_image(s: DataSettings) -> int:
+    """Training pairs one image gives: K for Noise2Inverse (one per subset left out), else 1."""
+    return subset_count(s) if s.task.targets == "subsets" else 1
+
+
 def split_train_val(xs, ys, s: DataSettings):
-    """Use the validation files if given; else split images (3 or more) or labelled pixels (1 or 2)."""
+    """Use the validation files if given; else split images (3 or more) or labelled pixels (1 or 2).
+
+    Noise2Inverse counts and splits the images, not their K pairs: the pairs of one image share its
+    subsets, so a validation pair among training pairs of the same image would not be held out.
+    """
     if s.val_images is not None:
         vx, vy = load_pairs(s.val_images, s.val_labels, s)
         return xs, ys, vx, vy
-    mode = split_mode(len(xs), s)
-    logger.info("validation split: %s (%d training images)", mode, len(xs))
+    group = pairs_per_image(s)
+    images = len(xs) // group
+    mode = split_mode(images, s)
+    logger.info("validation split: %s (%d training images)", mode, images)
     if mode == "pixels" and s.task.targets == "inputs":
         raise ValueError("task 'reconstruction' cannot hold out pixels (the input shows them): give data.val_images, "
                          "3 or more images (each image of a stack counts) or split='images'")
     if mode == "images":
-        if len(xs) < 2:
+        if images < 2:
             raise ValueError("data.split='images' needs at least 2 images; use split='pixels' for one image")
-        tr, va = split_images(len(xs), val_fraction=s.val_fraction, seed=s.seed)
+        tr, va = (sorted(i * group + j for i in part for j in range(group))
+                  for part in split_images(images, val_fraction=s.val_fraction, seed=s.seed))
         return [xs[i] for i in tr], [ys[i] for i in tr], [xs[i] for i in va], [ys[i] for i in va]
     if s.task.image_targets:
         ty, vy = _regression_split(ys, s)
@@ -181,7 +193,7 @@ def check_labelled(ys, ty, vy, s: DataSettings) -> None:
 
     ``ys`` are the training targets as read, ``ty`` and ``vy`` the training and validation parts.
     """
-    total, mode = _labelled(ys, s), split_mode(len(ys), s)
+    total, mode = _labelled(ys, s), split_mode(len(ys) // pairs_per_image(s), s)
     if total == 0:
         raise ValueError(f"data.train_labels={s.train_labels!r} hold no labelled pixel "
                          f"({_unlabelled_value(s)}); training needs labelled pixels")
