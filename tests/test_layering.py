@@ -25,7 +25,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 #: floor of each top-level package or module; a package may import only lower floors (and itself)
 FLOORS = {
-    "__init__": 0, "_checks": 0, "_files": 0, "_lock": 0, "tasks": 0, "request": 0,
+    "__init__": 0, "_checks": 0, "_extras": 0, "_files": 0, "_lock": 0, "tasks": 0, "request": 0,
     "nets": 1, "losses": 1, "metrics": 1, "data": 1, "synthetic": 1, "infer": 1, "viz": 1, "config": 1, "tomo": 1,
     "post": 1,
     "model": 2,

@@ -21,7 +21,7 @@ import numpy as np
 from ._checks import check_bool, check_choice, check_device, not_allowed
 from .predict.blocks import predict_blocks
 
-__all__ = ["calibrate", "detect", "ensemble", "evaluate", "flatten_scalars", "info", "predict", "predict_blocks", "train", "write_metrics"]
+__all__ = ["calibrate", "detect", "ensemble", "evaluate", "export", "flatten_scalars", "info", "predict", "predict_blocks", "train", "write_metrics"]
 
 logger = logging.getLogger(__name__)
 
@@ -560,6 +560,35 @@ def flatten_scalars(report: dict, prefix: str = "") -> dict[str, float]:
         elif isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool):
             flat[key] = float(v)
     return flat
+
+
+def export(model, output, *, format: str | None = None, raw: bool = False, static: bool = False) -> Path:
+    """Export a model file to ONNX or TorchScript, to run without mixscale (onnxruntime, ``torch.jit.load``).
+
+    The exported graph takes ``(N, in_channels, *spatial)`` float32 in the training images' units and
+    gives what ``predict`` gives before labels: class probabilities, or values in the target's units
+    (``raw``: the network alone). Batch and spatial sizes are dynamic. See :mod:`mixscale.model.export`.
+
+    Parameters
+    ----------
+    model : str or Path
+        A model file (``.safetensors``; an ensemble is exported member by member).
+    output : str or Path
+        ``*.onnx`` or ``*.pt`` / ``*.ts`` (written to a temporary name, then renamed).
+    format : {"onnx", "torchscript"}, optional
+        Default: from ``output``'s ending. ONNX needs the extra ``mixscale[onnx]``.
+    raw : bool
+    static : bool
+        Fixed sizes (for nets with a fixed input shape: the autoencoder, the patch classifier).
+
+    Returns
+    -------
+    Path
+    """
+    from .model import open_model
+    from .model.export import export_model
+
+    return export_model(open_model(model), output, format=format, raw=raw, static=static)
 
 
 def info(address: str) -> dict:

@@ -185,6 +185,29 @@ def _add_simulate(sub) -> None:
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="a model file as ONNX or TorchScript, to run without mixscale",
+                       description="The whole prediction (input normalisation, network, probabilities or target "
+                                   "units) as one graph with dynamic batch and spatial sizes: input (N, C, *S) "
+                                   "float32 in the training images' units. ONNX needs pip install "
+                                   "'mixscale[onnx]'.")
+    p.add_argument("model", help="model file (.safetensors)")
+    p.add_argument("-o", "--output", required=True, help="file to write: *.onnx, or *.pt / *.ts (TorchScript)")
+    p.add_argument("--format", choices=["onnx", "torchscript"], default=None,
+                   help="default: from the output's ending")
+    p.add_argument("--raw", action="store_true", help="the network alone: normalised input -> logits")
+    p.add_argument("--static", action="store_true",
+                   help="fixed sizes (nets with a fixed input shape: the autoencoder, the patch classifier)")
+
+
+def _cmd_export(args) -> None:
+    from mixscale import api
+
+    t0 = time.perf_counter()
+    path = api.export(args.model, args.output, format=args.format, raw=args.raw, static=args.static)
+    print(f"wrote {path} in {time.perf_counter() - t0:.1f} s")
+
+
 def _cmd_simulate(args) -> None:
     from mixscale.recipes.tomography import TomoSimulation, simulate_tomo
 
@@ -214,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_calibrate(sub)
     _add_evaluate(sub)
     _add_simulate(sub)
+    _add_export(sub)
     p = sub.add_parser("info", help="shape, dtype, chunks of an image file, or a model file's metadata")
     p.add_argument("file")
     p = sub.add_parser("demo", help="synthetic data -> train MS-D -> predict -> evaluate -> figures")
@@ -394,7 +418,8 @@ def _cmd_demo(args) -> None:
 COMMANDS = {"train": _cmd_train, "predict": _cmd_predict, "detect": _cmd_detect, "ensemble": _cmd_ensemble,
             "calibrate": _cmd_calibrate,
             "evaluate": _cmd_evaluate,
-            "info": _cmd_info, "demo": _cmd_demo, "simulate": _cmd_simulate}
+            "info": _cmd_info, "demo": _cmd_demo, "simulate": _cmd_simulate,
+            "export": _cmd_export}
 
 
 #: commands that train (and so import Lightning)
@@ -475,11 +500,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose + 1, 2)]
     configure_logging(level, lightning=args.command in LIGHTNING_COMMANDS)
+    from mixscale._extras import MissingExtraError
     from mixscale._lock import LockedError
 
     try:
         COMMANDS[args.command](args)
-    except (ValueError, OSError, LockedError) as exc:  # bad input, a file problem, another writer: one line
+    except (ValueError, OSError, LockedError, MissingExtraError) as exc:  # bad input, files, a writer, an extra
         if args.verbose:
             traceback.print_exc()
         print(f"mixscale {args.command}: error: {exc}", file=sys.stderr)

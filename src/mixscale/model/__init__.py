@@ -1,7 +1,7 @@
 """A trained model: the model file, and the :class:`Model` every prediction runs.
 
 ``model/`` sits on the bottom floor (nets, data, infer) and under ``train``,
-``predict``, ``uq`` and ``search``; ``model/export/`` will hold the exporters.
+``predict``, ``uq`` and ``search``; ``model/export/`` holds the exporters (ONNX, TorchScript).
 """
 
 from .checks import InvalidModelFile

@@ -65,15 +65,19 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple
     """Pad the spatial axes of ``x`` (centred; reflect, or replicate when too small) to a multiple.
 
     Returns the padded tensor and the original spatial shape (for :func:`crop_center`).
+    While a graph is exported (ONNX, TorchScript) the sizes are symbolic: the pad is then
+    always there (zero where nothing is missing) and reflects, so one graph serves every
+    size of at least ``multiple``.
     """
     spatial = tuple(x.shape[2:])
     extra = [(-s) % multiple for s in spatial]
-    if not any(extra):
+    exporting = torch.compiler.is_exporting() or torch.jit.is_tracing()
+    if not exporting and not any(extra):
         return x, spatial
     pads = []
     for e in reversed(extra):  # F.pad lists the last axis first
         pads += [e // 2, e - e // 2]
-    mode = "reflect" if all(e < s for e, s in zip(extra, spatial)) else "replicate"
+    mode = "reflect" if exporting or all(e < s for e, s in zip(extra, spatial)) else "replicate"
     return F.pad(x, pads, mode=mode), spatial
 
 
