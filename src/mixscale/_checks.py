@@ -244,6 +244,29 @@ def check_shape(name: str, value: Any, *, ndim: int, minimum: int = 1, what: str
     return tuple(int(v) for v in values)
 
 
+def check_voxel_size(name: str, value: Any, *, positive: bool = True) -> tuple[float, float, float] | None:
+    """A voxel size (or, with ``positive=False``, an origin): None, one number for every axis, or
+    ``(z, y, x)``; finite, and > 0 for a size. Returns None or the three numbers.
+
+    Examples
+    --------
+    >>> check_voxel_size("voxel_size", 2)
+    (2.0, 2.0, 2.0)
+    >>> check_voxel_size("voxel_size", [1, 0.5])
+    Traceback (most recent call last):
+    ...
+    ValueError: voxel_size=[1, 0.5] is not allowed; expected a finite number > 0, or 3 of them (z, y, x)
+    """
+    if value is None:
+        return None
+    values = [value] * 3 if _is_real(value) else list(value) if isinstance(value, (list, tuple)) else None
+    expected = f"a finite number{' > 0' if positive else ''}, or 3 of them (z, y, x)"
+    if values is None or len(values) != 3 or not all(_is_real(v) and math.isfinite(v) for v in values) or (
+            positive and not all(v > 0 for v in values)):
+        raise not_allowed(name, value, expected)
+    return tuple(float(v) for v in values)
+
+
 def check_device(device: Any) -> str:
     """``device`` if torch knows it and it is available here; a clear ``ValueError`` otherwise.
 

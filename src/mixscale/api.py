@@ -187,6 +187,7 @@ def predict(model, image, output=None, *, device: str = "cpu", slice_axis: int |
         with ``uncertainty`` (and no output) a dict of those arrays.
     """
     from .data import output_exists, write_image
+    from .data.io import carried_geometry
     from .data.guard import check_not_input
     from .model import open_model
     from .predict import predict_array
@@ -214,7 +215,7 @@ def predict(model, image, output=None, *, device: str = "cpu", slice_axis: int |
                            overlap=overlap, blend=blend, tta=tta, uncertainty=uncertainty, sets=sets,
                            risk_mask=risk_mask, lower_bound=lower_bound)
     if output is not None:
-        write_image(str(output), result, overwrite=overwrite)
+        write_image(str(output), result, overwrite=overwrite, **carried_geometry(image, output))
         logger.info("prediction written to %s (%s, %s)", output, result.shape, result.dtype)
     return result
 

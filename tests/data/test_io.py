@@ -229,7 +229,7 @@ def test_errors_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match=r"unsupported extension '\.jpg'.*supported.*\.tif"):
         open_image(tmp_path / "photo.jpg")
     with pytest.raises(ValueError, match="unsupported extension"):
-        write_image(tmp_path / "x.mrc", IMG_U8)
+        write_image(tmp_path / "x.jpg", IMG_U8)
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="glob matches no file"):
         open_image(tmp_path / "empty" / "*.tif")

@@ -6,7 +6,7 @@ One string names one array. The rules are, in order:
 2. a path with a component ending in ``.zarr``; what follows it is the path of an
    array inside that store (``volume.zarr/labels/0``);
 3. a path with glob characters (``*``, ``?``, ``[``): a stack of 2D slice files;
-4. ``*.tif``, ``*.tiff``, ``*.png``, ``*.npy``: one file;
+4. ``*.tif``, ``*.tiff``, ``*.png``, ``*.npy``, ``*.mrc`` (also ``.rec``, ``.map``, ``.mrcs``): one file;
 5. an existing directory: a stack made of every slice file inside it.
 """
 
@@ -21,10 +21,12 @@ from pathlib import Path
 __all__ = ["Address", "parse_address", "natural_sort_key", "list_stack_files"]
 
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".nxs")
-FILE_SUFFIXES = {".tif": "tiff", ".tiff": "tiff", ".png": "png", ".npy": "npy"}
+FILE_SUFFIXES = {".tif": "tiff", ".tiff": "tiff", ".png": "png", ".npy": "npy", ".mrc": "mrc", ".rec": "mrc",
+                 ".map": "mrc", ".mrcs": "mrc"}
 SLICE_SUFFIXES = (".tif", ".tiff", ".png", ".npy")
 SUPPORTED = (
-    "'file.tif' / 'file.tiff', 'file.png', 'file.npy', 'file.h5:/internal/path' "
+    "'file.tif' / 'file.tiff', 'file.png', 'file.npy', 'file.mrc' (also .rec, .map, .mrcs), "
+    "'file.h5:/internal/path' "
     "(also .hdf5, .hdf, .nxs), 'store.zarr' or 'store.zarr/sub/path', "
     "a folder of slices, or a glob such as 'slices/*.tif'"
 )
@@ -40,7 +42,7 @@ class Address:
     Attributes
     ----------
     kind : str
-        One of ``"tiff"``, ``"png"``, ``"npy"``, ``"hdf5"``, ``"zarr"``, ``"stack"``.
+        One of ``"tiff"``, ``"png"``, ``"npy"``, ``"mrc"``, ``"hdf5"``, ``"zarr"``, ``"stack"``.
     path : Path
         The file, the zarr store root, or the folder of a stack.
     internal : str or None

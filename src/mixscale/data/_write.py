@@ -45,7 +45,7 @@ def check_target(target: Path, overwrite: bool, text: str) -> None:
 
 # -- single-format writers (module level so that tests can replace them) ----------
 
-def _write_tiff(path: Path, array: np.ndarray, *, chunks, compression, bigtiff) -> None:
+def _write_tiff(path: Path, array: np.ndarray, *, chunks, compression, bigtiff, **_) -> None:
     if bigtiff is None:
         bigtiff = array.nbytes > BIGTIFF_THRESHOLD
     tile = None
@@ -120,17 +120,28 @@ def _write_zarr_array(path: Path, array: np.ndarray, *, chunks, compression, zar
 
 # -- per-kind save functions ------------------------------------------------------
 
-def save_file(addr: Address, array, *, chunks, compression, bigtiff, overwrite) -> None:
-    """Write a TIFF, PNG or NPY file atomically."""
+def _write_mrc(path: Path, array: np.ndarray, *, voxel_size=None, origin=None, **_) -> None:
+    from ._mrc import write_mrc
+
+    write_mrc(path, array, voxel_size=voxel_size, origin=origin)
+
+
+def save_file(addr: Address, array, *, chunks, compression, bigtiff, overwrite, **geometry) -> None:
+    """Write a TIFF, PNG, NPY or MRC file atomically (``geometry``: the MRC's voxel size and origin)."""
     check_target(addr.path, overwrite, addr.text)
     if addr.kind != "tiff" and (chunks is not None or compression is not None):
         raise ValueError(
             f"output {addr.text!r}: {addr.kind.upper()} files take no chunks or compression, "
             f"got chunks={chunks!r}, compression={compression!r}"
         )
-    writer = {"tiff": _write_tiff, "png": _write_png, "npy": _write_npy}[addr.kind]
+    writer = {"tiff": _write_tiff, "png": _write_png, "npy": _write_npy, "mrc": _write_mrc}[addr.kind]
+    if addr.kind == "mrc":
+        from ._mrc import mrc_dtype, require_extra
+
+        require_extra("mrcfile", extra="em")
+        mrc_dtype(array)  # before the temporary file exists
     with atomic_path(addr.path) as tmp:
-        writer(tmp, array, chunks=chunks, compression=compression, bigtiff=bigtiff)
+        writer(tmp, array, chunks=chunks, compression=compression, bigtiff=bigtiff, **geometry)
 
 
 def save_hdf5(addr: Address, array, *, chunks, compression, overwrite) -> None:

@@ -33,6 +33,8 @@ import tifffile
 
 from . import _write
 from ._address import Address, list_stack_files, parse_address
+from .._checks import check_voxel_size
+from ._mrc import mrc_metadata, open_mrc
 from ._readers import HDF5Array, SliceStack, hdf5_datasets, open_tiff, read_png
 
 logger = logging.getLogger(__name__)
@@ -107,6 +109,8 @@ def _open(addr: Address):
         return open_tiff(addr.path)
     if addr.kind == "npy":
         return np.load(addr.path, mmap_mode="r", allow_pickle=False)
+    if addr.kind == "mrc":
+        return open_mrc(addr.path)
     return read_png(addr.path)
 
 
@@ -198,7 +202,7 @@ def read_image(address) -> np.ndarray:
 
 
 def write_image(address, array, *, chunks=None, compression=None, overwrite: bool = False,
-                bigtiff: bool | None = None) -> None:
+                bigtiff: bool | None = None, voxel_size=None, origin=None) -> None:
     """Write an array atomically (temporary name in the same folder, then rename).
 
     Parameters
@@ -222,6 +226,8 @@ def write_image(address, array, *, chunks=None, compression=None, overwrite: boo
     bigtiff : bool, optional
         TIFF only: force BigTIFF (True), forbid it (False), or use it when the
         data exceed 2 GiB (None).
+    voxel_size, origin : float or sequence of 3 floats, optional
+        MRC only: ``(z, y, x)`` in Angstrom, written into the header.
 
     Raises
     ------
@@ -232,10 +238,14 @@ def write_image(address, array, *, chunks=None, compression=None, overwrite: boo
     array = _as_writable(array)
     if bigtiff is not None and addr.kind != "tiff":
         raise ValueError(f"bigtiff={bigtiff!r} applies to TIFF outputs only, not {addr.text!r}")
+    geometry = {"voxel_size": check_voxel_size("voxel_size", voxel_size),
+                "origin": check_voxel_size("origin", origin, positive=False)}
+    if any(v is not None for v in geometry.values()) and addr.kind != "mrc":
+        raise ValueError(f"voxel_size and origin are written into MRC outputs, not into {addr.text!r}")
     _check_compression(addr, compression)
-    if addr.kind in ("tiff", "png", "npy"):
+    if addr.kind in ("tiff", "png", "npy", "mrc"):
         _write.save_file(addr, array, chunks=chunks, compression=compression,
-                         bigtiff=bigtiff, overwrite=overwrite)
+                         bigtiff=bigtiff, overwrite=overwrite, **geometry)
     elif addr.kind == "hdf5":
         _write.save_hdf5(addr, array, chunks=chunks, compression=compression, overwrite=overwrite)
     elif addr.kind == "zarr":
@@ -287,10 +297,11 @@ def image_info(address) -> dict:
     Returns
     -------
     dict
-        ``address``, ``format`` ('tiff', 'png', 'npy', 'hdf5', 'zarr' or 'stack'),
+        ``address``, ``format`` ('tiff', 'png', 'npy', 'mrc', 'hdf5', 'zarr' or 'stack'),
         ``shape`` (tuple), ``dtype`` (str), ``chunks`` (tuple or None when not
         chunked), ``nbytes`` (uncompressed size of the data) and ``disk_bytes``
-        (bytes used on disk by the file, dataset, store array or slices).
+        (bytes used on disk by the file, dataset, store array or slices); for MRC
+        also ``voxel_size`` and ``origin`` ``(z, y, x)`` and ``unit`` ('angstrom').
     """
     addr = parse_address(address)
     arr = _open(addr)
@@ -309,6 +320,7 @@ def image_info(address) -> dict:
     else:
         disk = _disk_bytes(addr.path)
     dtype = np.dtype(arr.dtype)
+    geometry = mrc_metadata(addr.path) if addr.kind == "mrc" else {}
     return {
         "address": addr.text,
         "format": addr.kind,
@@ -317,7 +329,22 @@ def image_info(address) -> dict:
         "chunks": tuple(int(c) for c in chunks) if chunks else None,
         "nbytes": int(np.prod(arr.shape, dtype=np.int64)) * dtype.itemsize,
         "disk_bytes": int(disk),
+        **geometry,
     }
+
+
+def carried_geometry(source, output) -> dict:
+    """The voxel size and origin an MRC ``output`` takes from an MRC ``source`` (else nothing).
+
+    ``source`` is an address or an in-memory array (which carries none).
+    """
+    if not isinstance(source, (str, os.PathLike)) or parse_address(output, for_writing=True).kind != "mrc":
+        return {}
+    addr = parse_address(source)
+    if addr.kind != "mrc":
+        return {}
+    meta = mrc_metadata(addr.path)
+    return {"voxel_size": meta["voxel_size"], "origin": meta["origin"]}
 
 
 def output_exists(address) -> bool:
