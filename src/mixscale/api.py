@@ -21,7 +21,7 @@ import numpy as np
 from ._checks import check_bool, check_choice, check_device, not_allowed
 from .predict.blocks import predict_blocks
 
-__all__ = ["calibrate", "detect", "ensemble", "evaluate", "export", "flatten_scalars", "info", "predict", "predict_blocks", "train", "write_metrics"]
+__all__ = ["calibrate", "detect", "ensemble", "evaluate", "export", "flatten_scalars", "import_package", "info", "predict", "predict_blocks", "train", "write_metrics"]
 
 logger = logging.getLogger(__name__)
 
@@ -563,8 +563,9 @@ def flatten_scalars(report: dict, prefix: str = "") -> dict[str, float]:
     return flat
 
 
-def export(model, output, *, format: str | None = None, raw: bool = False, static: bool = False) -> Path:
-    """Export a model file to ONNX or TorchScript, to run without mixscale (onnxruntime, ``torch.jit.load``).
+def export(model, output, *, format: str | None = None, raw: bool = False, static: bool = False,
+           **package) -> Path:
+    """Export a model file to ONNX, TorchScript or a BioImage Model Zoo package, to run without mixscale.
 
     The exported graph takes ``(N, in_channels, *spatial)`` float32 in the training images' units and
     gives what ``predict`` gives before labels: class probabilities, or values in the target's units
@@ -576,11 +577,14 @@ def export(model, output, *, format: str | None = None, raw: bool = False, stati
         A model file (``.safetensors``; an ensemble is exported member by member).
     output : str or Path
         ``*.onnx`` or ``*.pt`` / ``*.ts`` (written to a temporary name, then renamed).
-    format : {"onnx", "torchscript"}, optional
-        Default: from ``output``'s ending. ONNX needs the extra ``mixscale[onnx]``.
+    format : {"onnx", "torchscript", "bioimageio"}, optional
+        Default: from ``output``'s ending (``.zip``: a zoo package, see
+        :mod:`mixscale.model.export.bioimageio`). ONNX and packages need the extra ``mixscale[onnx]``.
     raw : bool
     static : bool
         Fixed sizes (for nets with a fixed input shape: the autoencoder, the patch classifier).
+    **package
+        For packages: ``name``, ``description``, ``authors`` (tuple of str), ``license`` (SPDX).
 
     Returns
     -------
@@ -588,8 +592,24 @@ def export(model, output, *, format: str | None = None, raw: bool = False, stati
     """
     from .model import open_model
     from .model.export import export_model
+    from .model.export.bioimageio import export_bioimageio
 
+    if format == "bioimageio" or (format is None and Path(output).suffix.lower() == ".zip"):
+        if raw or static:
+            raise ValueError("a BioImage Model Zoo package holds the network with its pre- and postprocessing "
+                             "and dynamic sizes: raw and static do not apply")
+        return export_bioimageio(open_model(model), model, output, **package)
+    if package:
+        raise TypeError(f"unknown argument(s) {sorted(package)}: they describe a .zip zoo package")
     return export_model(open_model(model), output, format=format, raw=raw, static=static)
+
+
+def import_package(package, output, *, overwrite: bool = False) -> Path:
+    """The mixscale model file attached to a zoo package from :func:`export`, checked against the
+    package's test output (exactly) and written to ``output``."""
+    from .model.export.bioimageio import import_package as _import
+
+    return _import(package, output, overwrite=overwrite)
 
 
 def info(address: str) -> dict:

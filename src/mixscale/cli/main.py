@@ -192,9 +192,13 @@ def _add_export(sub) -> None:
                                    "float32 in the training images' units. ONNX needs pip install "
                                    "'mixscale[onnx]'.")
     p.add_argument("model", help="model file (.safetensors)")
-    p.add_argument("-o", "--output", required=True, help="file to write: *.onnx, or *.pt / *.ts (TorchScript)")
-    p.add_argument("--format", choices=["onnx", "torchscript"], default=None,
+    p.add_argument("-o", "--output", required=True,
+                   help="file to write: *.onnx, *.pt / *.ts (TorchScript), *.zip (BioImage Model Zoo package)")
+    p.add_argument("--format", choices=["onnx", "torchscript", "bioimageio"], default=None,
                    help="default: from the output's ending")
+    p.add_argument("--name", default=None, help="zoo package: the model's name")
+    p.add_argument("--author", action="append", default=None, help="zoo package: an author (repeat for more)")
+    p.add_argument("--license", default="CC-BY-4.0", help="zoo package: SPDX licence (default: CC-BY-4.0)")
     p.add_argument("--raw", action="store_true", help="the network alone: normalised input -> logits")
     p.add_argument("--static", action="store_true",
                    help="fixed sizes (nets with a fixed input shape: the autoencoder, the patch classifier)")
@@ -204,8 +208,26 @@ def _cmd_export(args) -> None:
     from mixscale import api
 
     t0 = time.perf_counter()
-    path = api.export(args.model, args.output, format=args.format, raw=args.raw, static=args.static)
+    package = args.format == "bioimageio" or (args.format is None and args.output.lower().endswith(".zip"))
+    extra = {"name": args.name, "authors": tuple(args.author or ["mixscale user"]), "license": args.license}
+    path = api.export(args.model, args.output, format=args.format, raw=args.raw, static=args.static,
+                      **(extra if package else {}))
     print(f"wrote {path} in {time.perf_counter() - t0:.1f} s")
+
+
+def _add_import(sub) -> None:
+    p = sub.add_parser("import", help="the mixscale model file of a BioImage Model Zoo package from mixscale export",
+                       description="Extracts the attached model file, checks that it reproduces the package's "
+                                   "test output exactly, and writes it (never unpickles).")
+    p.add_argument("package", help="package (.zip)")
+    p.add_argument("-o", "--output", required=True, help="model file to write (.safetensors)")
+    p.add_argument("--overwrite", action="store_true")
+
+
+def _cmd_import(args) -> None:
+    from mixscale import api
+
+    print(f"wrote {api.import_package(args.package, args.output, overwrite=args.overwrite)}")
 
 
 def _cmd_simulate(args) -> None:
@@ -238,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_simulate(sub)
     _add_export(sub)
+    _add_import(sub)
     p = sub.add_parser("info", help="shape, dtype, chunks of an image file, or a model file's metadata")
     p.add_argument("file")
     p = sub.add_parser("demo", help="synthetic data -> train MS-D -> predict -> evaluate -> figures")
@@ -419,7 +442,7 @@ COMMANDS = {"train": _cmd_train, "predict": _cmd_predict, "detect": _cmd_detect,
             "calibrate": _cmd_calibrate,
             "evaluate": _cmd_evaluate,
             "info": _cmd_info, "demo": _cmd_demo, "simulate": _cmd_simulate,
-            "export": _cmd_export}
+            "export": _cmd_export, "import": _cmd_import}
 
 
 #: commands that train (and so import Lightning)

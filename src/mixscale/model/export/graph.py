@@ -144,8 +144,8 @@ def _format_of(path: Path) -> str:
     for fmt, endings in FORMATS.items():
         if path.suffix.lower() in endings:
             return fmt
-    raise not_allowed("output", str(path), "a file ending in .onnx (ONNX) or .pt/.ts/.torchscript (TorchScript), "
-                      "or give format=")
+    raise not_allowed("output", str(path), "a file ending in .onnx (ONNX), .pt/.ts/.torchscript (TorchScript) or "
+                      ".zip (BioImage Model Zoo package), or give format=")
 
 
 def _write_onnx(module: ExportedModel, example: torch.Tensor, path: Path, meta: dict, *, static: bool) -> None:
