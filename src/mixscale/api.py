@@ -21,7 +21,7 @@ import numpy as np
 from ._checks import check_bool, check_choice, check_device, not_allowed
 from .predict.blocks import predict_blocks
 
-__all__ = ["calibrate", "detect", "ensemble", "evaluate", "export", "flatten_scalars", "import_package", "info", "predict", "predict_blocks", "train", "write_metrics"]
+__all__ = ["calibrate", "detect", "ensemble", "evaluate", "export", "flatten_scalars", "import_package", "info", "to_ome_zarr", "predict", "predict_blocks", "train", "write_metrics"]
 
 logger = logging.getLogger(__name__)
 
@@ -610,6 +610,61 @@ def import_package(package, output, *, overwrite: bool = False) -> Path:
     from .model.export.bioimageio import import_package as _import
 
     return _import(package, output, overwrite=overwrite)
+
+
+def to_ome_zarr(store, output, *, voxel_size=None, unit: str | None = None, levels: int | None = None) -> Path:
+    """A finished block-wise prediction (``out.zarr``) as an NGFF 0.5 OME-Zarr image with a 2x pyramid.
+
+    The image is the class probabilities (``c`` axis: the classes) or the regression prediction, else the
+    prediction's input image; the labels go to ``labels/segmentation`` with a colour per class. Chunks are
+    the prediction's blocks. See :mod:`mixscale.data.ome` for the reductions.
+
+    Parameters
+    ----------
+    store : str or Path
+        A complete block-wise output of :func:`predict`.
+    output : str or Path
+        A new ``*.zarr`` folder.
+    voxel_size : float or (z, y, x), optional
+        Default: the input's, when it is an MRC file (in Angstrom).
+    unit : str, optional
+        NGFF space unit of ``voxel_size`` (``"micrometer"`` ...).
+    levels : int, optional
+
+    Returns
+    -------
+    Path
+    """
+    import zarr
+
+    from .data import open_image
+    from .data.io import carried_geometry
+    from .data.ome import write_ome_zarr
+    from .infer.store import BlockStore
+
+    plan = BlockStore(store).read_plan()
+    if plan is None or "block_shape" not in plan:
+        raise not_allowed("store", str(store), "a block-wise prediction store (predict -o out.zarr)")
+    summary = BlockStore(store).summary()
+    if not summary["blocks_complete"].endswith("(complete)"):
+        raise ValueError(f"store {store} is not complete ({summary['blocks_complete']}): finish the prediction "
+                         "first (rerun the same predict command)")
+    group = zarr.open_group(str(store), mode="r")
+    spatial = "zyx"[3 - len(plan["shape"]):]
+    names = [n for n in ("probabilities", "prediction") if n in group.array_keys()]
+    image = group[names[0]] if names else open_image(plan["image"])
+    if not names and plan.get("channel_axis") is not None:
+        raise ValueError("the prediction holds labels only and its input has channels: predict with "
+                         "--probabilities to have an image for the OME-Zarr")
+    axes = ("c" if image.ndim == len(spatial) + 1 else "") + spatial
+    carried = carried_geometry(plan["image"], "x.mrc") if voxel_size is None else {}
+    if carried and unit is None:
+        unit = "angstrom"
+    labels = group["labels"] if "labels" in group.array_keys() else None
+    chunks = ((1,) if "c" in axes else ()) + tuple(plan["block_shape"])
+    return write_ome_zarr(output, image, axes=axes, labels=labels, voxel_size=voxel_size or carried.get("voxel_size"),
+                          unit=unit, chunks=chunks, levels=levels, name=names[0] if names else "image",
+                          class_names=plan.get("class_names"))
 
 
 def info(address: str) -> dict:

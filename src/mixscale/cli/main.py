@@ -215,6 +215,27 @@ def _cmd_export(args) -> None:
     print(f"wrote {path} in {time.perf_counter() - t0:.1f} s")
 
 
+def _add_ome(sub) -> None:
+    p = sub.add_parser("ome-zarr", help="a block-wise prediction (out.zarr) as OME-Zarr (NGFF 0.5) with a pyramid",
+                       description="Probabilities (or the regression prediction, else the input) as the image, the "
+                                   "labels under labels/segmentation with colours; levels halve every space axis "
+                                   "(mean for images, every second pixel for labels); chunks are the prediction's "
+                                   "blocks. napari (with napari-ome-zarr) and Neuroglancer open it.")
+    p.add_argument("store", help="a complete block-wise prediction store")
+    p.add_argument("-o", "--output", required=True, help="new OME-Zarr folder (*.zarr)")
+    p.add_argument("--voxel-size", type=float, nargs="+", default=None, metavar="SIZE",
+                   help="one number, or Z Y X (default: the input's, for an MRC input)")
+    p.add_argument("--unit", default=None, help="unit of --voxel-size: micrometer, nanometer, angstrom ...")
+    p.add_argument("--levels", type=int, default=None, help="pyramid levels (default: down to 16 pixels)")
+
+
+def _cmd_ome(args) -> None:
+    from mixscale import api
+
+    size = args.voxel_size[0] if args.voxel_size and len(args.voxel_size) == 1 else args.voxel_size
+    print(f"wrote {api.to_ome_zarr(args.store, args.output, voxel_size=size, unit=args.unit, levels=args.levels)}")
+
+
 def _add_import(sub) -> None:
     p = sub.add_parser("import", help="the mixscale model file of a BioImage Model Zoo package from mixscale export",
                        description="Extracts the attached model file, checks that it reproduces the package's "
@@ -261,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_simulate(sub)
     _add_export(sub)
     _add_import(sub)
+    _add_ome(sub)
     p = sub.add_parser("info", help="shape, dtype, chunks of an image file, or a model file's metadata")
     p.add_argument("file")
     p = sub.add_parser("demo", help="synthetic data -> train MS-D -> predict -> evaluate -> figures")
@@ -442,7 +464,8 @@ COMMANDS = {"train": _cmd_train, "predict": _cmd_predict, "detect": _cmd_detect,
             "calibrate": _cmd_calibrate,
             "evaluate": _cmd_evaluate,
             "info": _cmd_info, "demo": _cmd_demo, "simulate": _cmd_simulate,
-            "export": _cmd_export, "import": _cmd_import}
+            "export": _cmd_export, "import": _cmd_import,
+            "ome-zarr": _cmd_ome}
 
 
 #: commands that train (and so import Lightning)
