@@ -21,7 +21,8 @@ pytest.importorskip("bioimageio.core", reason="the zoo's test_model needs the ex
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 TEST_MODEL = """
-import json, sys
+import json, sys, zipfile
+import yaml
 try:
     import mixscale
 except ImportError:
@@ -31,7 +32,9 @@ else:
 from bioimageio.core import test_model
 out = {}
 for package in sys.argv[1:]:
-    for wf in ("onnx", "torchscript"):
+    with zipfile.ZipFile(package) as z:
+        formats = list(yaml.safe_load(z.read("rdf.yaml"))["weights"])
+    for wf in formats:
         s = test_model(package, weight_format=wf, absolute_tolerance=1e-4, relative_tolerance=1e-4)
         out[package + ":" + wf] = [s.status, [(d.name, [e.msg[:200] for e in d.errors]) for d in s.details
                                               if d.status != "passed"]]
@@ -73,7 +76,9 @@ def test_the_zoos_test_model_passes_for_each_weight_format_without_mixscale(pack
                                                             "HOME": str(tmp_path)}, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     results = json.loads(r.stdout.strip().splitlines()[-1])
-    assert len(results) == 2 * len(packages)
+    # ONNX and TorchScript for every package; state dict + architecture file for the two MS-Ds
+    assert len(results) == 2 * len(packages) + 2
+    assert {k.split(":")[-1] for k in results} == {"onnx", "torchscript", "pytorch_state_dict"}
     for key, (status, failed) in results.items():
         assert status == "passed", (key, failed)
 
@@ -83,7 +88,10 @@ def test_the_package_describes_the_model(packages):
         names = set(z.namelist())
         rdf = yaml.safe_load(z.read("rdf.yaml"))
     assert {"rdf.yaml", "model.onnx", "model.pt", "test_input.npy", "test_output.npy", "cover.png", "README.md",
-            "mixscale.safetensors"} <= names
+            "mixscale.safetensors", "weights.pt", "msd_architecture.py"} <= names
+    with zipfile.ZipFile(packages["msd2d"][1]) as z:
+        code = z.read("msd_architecture.py").decode().split('"""', 2)[2]  # after the module docstring
+    assert "mixscale" not in code  # the architecture never imports mixscale
     inp, out = rdf["inputs"][0], rdf["outputs"][0]
     assert inp["axes"][1]["channel_names"] == ["channel0_slice-1", "channel0_slice+0", "channel0_slice+1"]
     assert inp["preprocessing"] == [{"id": "fixed_zero_mean_unit_variance",

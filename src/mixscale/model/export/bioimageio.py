@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 PAPER = {"text": "Pelt, D.M. & Sethian, J.A. A mixed-scale dense convolutional neural network for image "
                  "analysis. PNAS 115 (2), 254-259 (2018)", "doi": "10.1073/pnas.1715832114"}
 MODEL_FILE = "mixscale.safetensors"
+ARCHITECTURE_FILE = "msd_architecture.py"
 SPACE_AXES = {2: ("y", "x"), 3: ("z", "y", "x")}
 
 
@@ -157,9 +158,36 @@ def _rdf(model: Model, *, name: str, description: str, authors: list[str], licen
                          "data": {"type": "float32"}, "test_tensor": {"source": "test_output.npy"},
                          "postprocessing": _postprocessing(model)}],
             "weights": {"onnx": {"source": "model.onnx", "opset_version": 18},
-                        "torchscript": {"source": "model.pt", "pytorch_version": _torch_version()}},
+                        "torchscript": {"source": "model.pt", "pytorch_version": _torch_version()},
+                        **_state_dict_weights(model)},
             "config": {"mixscale": {"task": model.info.task, "net": model.info.net_name,
                                     "context_slices": model.info.context_slices, "splits": model.info.splits}}}
+
+
+def has_plain_architecture(model: Model) -> bool:
+    """Whether the package can hold ``pytorch_state_dict`` weights: an MS-D without normalisation layers
+    and without Noise2Inverse's combinations (the architecture file is the plain network)."""
+    return model.info.net_name == "msd" and getattr(model.net, "norms", None) is None and not model.info.splits
+
+
+def _state_dict_weights(model: Model) -> dict:
+    if not has_plain_architecture(model):
+        return {}
+    net = model.net
+    kwargs = {"spatial_dims": net.spatial_dims, "in_channels": net.in_channels, "out_channels": net.out_channels,
+              "channel_dilations": [list(map(int, row)) for row in net.channel_dilations]}
+    return {"pytorch_state_dict": {"source": "weights.pt", "pytorch_version": _torch_version(),
+                                   "architecture": {"source": ARCHITECTURE_FILE, "callable": "MSD",
+                                                    "kwargs": kwargs}}}
+
+
+def _write_state_dict(model: Model, folder: Path) -> None:
+    import torch
+
+    if has_plain_architecture(model):
+        state = {k: v.detach().clone().contiguous() for k, v in model.net.state_dict().items()}
+        torch.save(state, folder / "weights.pt")
+        shutil.copyfile(Path(__file__).with_name(ARCHITECTURE_FILE), folder / ARCHITECTURE_FILE)
 
 
 def _torch_version() -> str:
@@ -204,6 +232,7 @@ def export_bioimageio(model: Model, model_file, output, *, name: str | None = No
         folder = Path(tmp)
         export_model(model, folder / "model.onnx", raw=True)
         export_model(model, folder / "model.pt", raw=True)
+        _write_state_dict(model, folder)
         x, y = test_tensors(model)
         np.save(folder / "test_input.npy", x)
         np.save(folder / "test_output.npy", y)
