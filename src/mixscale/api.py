@@ -626,7 +626,7 @@ def to_ome_zarr(store, output, *, voxel_size=None, unit: str | None = None, leve
     output : str or Path
         A new ``*.zarr`` folder.
     voxel_size : float or (z, y, x), optional
-        Default: the input's, when it is an MRC file (in Angstrom).
+        Default: the input's, when it records one (an MRC header in Angstrom, an OME-Zarr level).
     unit : str, optional
         NGFF space unit of ``voxel_size`` (``"micrometer"`` ...).
     levels : int, optional
@@ -638,7 +638,6 @@ def to_ome_zarr(store, output, *, voxel_size=None, unit: str | None = None, leve
     import zarr
 
     from .data import open_image
-    from .data.io import carried_geometry
     from .data.ome import write_ome_zarr
     from .infer.store import BlockStore
 
@@ -657,14 +656,28 @@ def to_ome_zarr(store, output, *, voxel_size=None, unit: str | None = None, leve
         raise ValueError("the prediction holds labels only and its input has channels: predict with "
                          "--probabilities to have an image for the OME-Zarr")
     axes = ("c" if image.ndim == len(spatial) + 1 else "") + spatial
-    carried = carried_geometry(plan["image"], "x.mrc") if voxel_size is None else {}
-    if carried and unit is None:
-        unit = "angstrom"
+    carried = _voxel_geometry(plan["image"], len(spatial)) if voxel_size is None else {}
+    unit = unit or carried.get("unit")
     labels = group["labels"] if "labels" in group.array_keys() else None
     chunks = ((1,) if "c" in axes else ()) + tuple(plan["block_shape"])
     return write_ome_zarr(output, image, axes=axes, labels=labels, voxel_size=voxel_size or carried.get("voxel_size"),
                           unit=unit, chunks=chunks, levels=levels, name=names[0] if names else "image",
                           class_names=plan.get("class_names"))
+
+
+def _voxel_geometry(address: str, space: int) -> dict:
+    """``voxel_size`` ``(z, y, x)`` and ``unit`` an input records (MRC, OME-Zarr), else nothing."""
+    from .data import image_info
+
+    try:
+        found = image_info(address)
+    except (OSError, ValueError):  # the input moved since the prediction: no geometry to carry
+        return {}
+    size = found.get("voxel_size")
+    if size is None or len(size) != space:
+        return {}
+    size = tuple(size) if space == 3 else (1.0, *size)
+    return {"voxel_size": size, "unit": found.get("unit")}
 
 
 def info(address: str) -> dict:

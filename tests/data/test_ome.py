@@ -105,3 +105,27 @@ def test_a_block_wise_prediction_becomes_an_ome_zarr_with_the_mrc_voxel_size(tmp
     cli = zarr.open_group(str(tmp_path / "cli.zarr"), mode="r").attrs["ome"]["multiscales"][0]
     assert cli["datasets"][0]["coordinateTransformations"][0]["scale"] == [1.0, 2.0, 1.0, 1.0]
     assert cli["axes"][3]["unit"] == "nanometer"
+
+
+def test_ome_zarr_inputs_open_at_a_level_with_its_voxel_size_in_0_4_and_0_5(tmp_path):
+    from mixscale.data import image_info, open_image
+
+    image = np.random.default_rng(4).normal(size=(32, 40, 36)).astype(np.float32)
+    write_ome_zarr(tmp_path / "v05.zarr", image, axes="zyx", voxel_size=(3.0, 1.0, 1.0), unit="nanometer",
+                   chunks=(8, 40, 36), levels=2)
+    np.testing.assert_array_equal(open_image(tmp_path / "v05.zarr")[:], image)  # the group opens level 0
+    assert open_image(str(tmp_path / "v05.zarr/1")).shape == (16, 20, 18)
+    info = image_info(str(tmp_path / "v05.zarr/1"))
+    assert info["voxel_size"] == (6.0, 2.0, 2.0) and info["unit"] == "nanometer" and info["ome_version"] == "0.5"
+    # NGFF 0.4: zarr v2, the metadata in .zattrs, written here by hand as other tools write it
+    root = zarr.open_group(str(tmp_path / "v04.zarr"), mode="w", zarr_format=2)
+    for k, f in enumerate((1, 2)):
+        root.create_array(str(k), data=image[::f, ::f, ::f])
+    root.attrs["multiscales"] = [{"version": "0.4", "axes": [{"name": n, "type": "space", "unit": "micrometer"}
+                                                             for n in "zyx"],
+                                  "datasets": [{"path": str(k), "coordinateTransformations": [
+                                      {"type": "scale", "scale": [0.5 * f, 0.25 * f, 0.25 * f]}]}
+                                      for k, f in enumerate((1, 2))]}]
+    np.testing.assert_array_equal(open_image(tmp_path / "v04.zarr")[:], image)
+    info = image_info(str(tmp_path / "v04.zarr/1"))
+    assert info["voxel_size"] == (1.0, 0.5, 0.5) and info["unit"] == "micrometer" and info["ome_version"] == "0.4"

@@ -35,6 +35,7 @@ from . import _write
 from ._address import Address, list_stack_files, parse_address
 from .._checks import check_voxel_size
 from ._mrc import mrc_metadata, open_mrc
+from .ome import level_geometry, read_multiscales
 from ._readers import HDF5Array, SliceStack, hdf5_datasets, open_tiff, read_png
 
 logger = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ def _open_zarr(addr: Address):
     import zarr
 
     _require(addr.path, addr)
-    sub = (addr.internal or "").strip("/")
+    sub = _ome_level(addr)
     node = addr.path.joinpath(*sub.split("/")) if sub else addr.path
     if not _write._is_zarr_array(node):
         available = _zarr_arrays(addr.path)
@@ -95,6 +96,26 @@ def _open_zarr(addr: Address):
             f"{str(addr.path)!r}; available arrays: {available}"
         )
     return zarr.open_array(store=str(addr.path), path=sub or None, mode="r")
+
+
+def _ome_level(addr: Address) -> str:
+    """The array path of a zarr address: as given, or the finest level of an OME-Zarr image group
+    (``image.ome.zarr`` opens level 0; ``image.ome.zarr/2`` a coarser one)."""
+    sub = (addr.internal or "").strip("/")
+    node = addr.path.joinpath(*sub.split("/")) if sub else addr.path
+    if _write._is_zarr_array(node):
+        return sub
+    meta = read_multiscales(node)
+    if meta is None or not meta["paths"]:
+        return sub
+    return "/".join(p for p in (sub, meta["paths"][0]) if p)
+
+
+def _ome_geometry(addr: Address) -> dict:
+    """Voxel size and unit of an OME-Zarr level (from its group's multiscales), else nothing."""
+    level = _ome_level(addr)
+    parent, _, name = level.rpartition("/")
+    return level_geometry(addr.path.joinpath(*parent.split("/")) if parent else addr.path, name)
 
 
 def _open(addr: Address):
@@ -301,7 +322,8 @@ def image_info(address) -> dict:
         ``shape`` (tuple), ``dtype`` (str), ``chunks`` (tuple or None when not
         chunked), ``nbytes`` (uncompressed size of the data) and ``disk_bytes``
         (bytes used on disk by the file, dataset, store array or slices); for MRC
-        also ``voxel_size`` and ``origin`` ``(z, y, x)`` and ``unit`` ('angstrom').
+        also ``voxel_size`` and ``origin`` ``(z, y, x)`` and ``unit`` ('angstrom'); for a level of an
+        OME-Zarr image (0.4 or 0.5) ``voxel_size`` of the space axes, ``unit``, ``ome_version``, ``ome_levels``.
     """
     addr = parse_address(address)
     arr = _open(addr)
@@ -320,7 +342,7 @@ def image_info(address) -> dict:
     else:
         disk = _disk_bytes(addr.path)
     dtype = np.dtype(arr.dtype)
-    geometry = mrc_metadata(addr.path) if addr.kind == "mrc" else {}
+    geometry = mrc_metadata(addr.path) if addr.kind == "mrc" else _ome_geometry(addr) if addr.kind == "zarr" else {}
     return {
         "address": addr.text,
         "format": addr.kind,

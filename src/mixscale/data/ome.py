@@ -182,3 +182,48 @@ def _write(path: Path, image, labels, *, axes, per_axis, unit, chunks, levels, n
                                    "stride")}],
             "image-label": {"version": "0.5", "colors": colors, "source": {"image": "../../"}}}
     return shapes
+
+
+def read_multiscales(group_path) -> dict | None:
+    """The first multiscales entry of an OME-Zarr image group (NGFF 0.4 in ``.zattrs``, zarr v2; 0.5 under
+    ``ome`` in ``zarr.json``, zarr v3), or None when the folder holds none.
+
+    Returns
+    -------
+    dict or None
+        ``version``, ``axes`` (names), ``units`` (per axis, None where absent), ``paths`` (levels, finest
+        first) and ``scales`` (per level, one number per axis).
+    """
+    folder = Path(group_path)
+    attrs = None
+    if (folder / "zarr.json").is_file():
+        meta = json.loads((folder / "zarr.json").read_text())
+        attrs = meta.get("attributes", {}).get("ome") if meta.get("node_type") == "group" else None
+    elif (folder / ".zattrs").is_file():
+        attrs = json.loads((folder / ".zattrs").read_text())
+    if not isinstance(attrs, dict) or not attrs.get("multiscales"):
+        return None
+    entry = attrs["multiscales"][0]
+    axes = entry.get("axes") or []
+    names = [a["name"] if isinstance(a, dict) else str(a) for a in axes]
+    units = [a.get("unit") if isinstance(a, dict) else None for a in axes]
+    scales = []
+    for dataset in entry.get("datasets", []):
+        scale = next((t["scale"] for t in dataset.get("coordinateTransformations", []) if t.get("type") == "scale"),
+                     [1.0] * len(names))
+        scales.append([float(v) for v in scale])
+    return {"version": str(attrs.get("version", entry.get("version", ""))), "axes": names, "units": units,
+            "paths": [d["path"] for d in entry.get("datasets", [])], "scales": scales}
+
+
+def level_geometry(group_path, level_path: str) -> dict:
+    """``voxel_size`` ``(z, y, x)`` (the space axes there are), ``unit`` and ``ome_version`` of one level of
+    an OME-Zarr image; empty when ``level_path`` is not one of its levels."""
+    meta = read_multiscales(group_path)
+    if meta is None or level_path not in meta["paths"]:
+        return {}
+    scale = meta["scales"][meta["paths"].index(level_path)]
+    space = [i for i, a in enumerate(meta["axes"]) if a in ("z", "y", "x")]
+    units = {meta["units"][i] for i in space} - {None}
+    return {"voxel_size": tuple(scale[i] for i in space), "unit": units.pop() if len(units) == 1 else None,
+            "ome_version": meta["version"], "ome_levels": meta["paths"]}
