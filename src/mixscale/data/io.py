@@ -35,6 +35,7 @@ from . import _write
 from ._address import Address, list_stack_files, parse_address
 from .._checks import check_voxel_size
 from ._mrc import mrc_metadata, open_mrc
+from .geometry import hdf5_geometry, tiff_geometry
 from .ome import level_geometry, read_multiscales
 from ._readers import HDF5Array, SliceStack, hdf5_datasets, open_tiff, read_png
 
@@ -323,16 +324,20 @@ def image_info(address) -> dict:
         chunked), ``nbytes`` (uncompressed size of the data) and ``disk_bytes``
         (bytes used on disk by the file, dataset, store array or slices); for MRC
         also ``voxel_size`` and ``origin`` ``(z, y, x)`` and ``unit`` ('angstrom'); for a level of an
-        OME-Zarr image (0.4 or 0.5) ``voxel_size`` of the space axes, ``unit``, ``ome_version``, ``ome_levels``.
+        OME-Zarr image (0.4 or 0.5) ``voxel_size`` of the space axes, ``unit``, ``ome_version``, ``ome_levels``;
+        for TIFF (OME-XML, ImageJ, resolution tags) and HDF5 (``element_size_um`` ...) ``voxel_size``
+        and ``unit`` where the file records them (:mod:`mixscale.data.geometry`).
     """
     addr = parse_address(address)
     arr = _open(addr)
     chunks = getattr(arr, "chunks", None)
     if addr.kind == "tiff":
         chunks = _tiff_chunks(addr.path)
+    geometry = {}
     if addr.kind == "hdf5":
         with h5py.File(arr.filename, "r") as f:
             disk = int(f[arr.dataset].id.get_storage_size())
+            geometry = hdf5_geometry(f[arr.dataset])
         arr.close()
     elif addr.kind == "stack":
         disk = sum(p.stat().st_size for p in arr.files)
@@ -342,7 +347,12 @@ def image_info(address) -> dict:
     else:
         disk = _disk_bytes(addr.path)
     dtype = np.dtype(arr.dtype)
-    geometry = mrc_metadata(addr.path) if addr.kind == "mrc" else _ome_geometry(addr) if addr.kind == "zarr" else {}
+    if addr.kind == "mrc":
+        geometry = mrc_metadata(addr.path)
+    elif addr.kind == "zarr":
+        geometry = _ome_geometry(addr)
+    elif addr.kind == "tiff":
+        geometry = tiff_geometry(addr.path, min(3, len(arr.shape)))
     return {
         "address": addr.text,
         "format": addr.kind,
