@@ -102,6 +102,12 @@ def test_a_block_wise_prediction_becomes_an_ome_zarr_with_the_mrc_voxel_size(tmp
                         str(tmp_path / "cli.zarr"), "--voxel-size", "2", "1", "1", "--unit", "nanometer"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+    r = subprocess.run([sys.executable, "-m", "mixscale.cli.main", "predict", str(model), str(tmp_path / "tomo.mrc"),
+                        "-o", str(tmp_path / "p2.zarr"), "--axis", "0", "--ome-zarr", str(tmp_path / "p2.ome.zarr"),
+                        "--no-progress"], capture_output=True, text=True)
+    assert r.returncode == 0 and "(OME-Zarr)" in r.stdout, r.stderr
+    models.open_ome_zarr(str(tmp_path / "p2.ome.zarr"), version="0.5")  # labels only: the image is the input
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "p2.ome.zarr/0"), mode="r")[:], volume)
     cli = zarr.open_group(str(tmp_path / "cli.zarr"), mode="r").attrs["ome"]["multiscales"][0]
     assert cli["datasets"][0]["coordinateTransformations"][0]["scale"] == [1.0, 2.0, 1.0, 1.0]
     assert cli["axes"][3]["unit"] == "nanometer"

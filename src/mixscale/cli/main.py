@@ -44,6 +44,9 @@ def _add_predict(sub) -> None:
     _add_slice_axis(p, "for a 2D model and a 3D input: predict slice by slice along this axis")
     p.add_argument("--batch-size", type=int, default=1, help="slices per forward pass (default: 1)")
     p.add_argument("--probabilities", action="store_true", help="write class probabilities instead of labels")
+    p.add_argument("--ome-zarr", default=None, metavar="OUT",
+                   help="with a .zarr output: once complete, also write it as OME-Zarr (NGFF 0.5, pyramid) to OUT "
+                        "(as 'mixscale ome-zarr' does, with the input's voxel size)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--tile-shape", type=int, nargs="+", default=None, metavar="N",
                    help="predict in tiles of this shape (one int, or one per axis), blended, with the "
@@ -323,7 +326,11 @@ def _cmd_predict(args) -> None:
         state = "complete" if s["complete"] else "incomplete: other parts or a rerun still have blocks to do"
         print(f"wrote {s['output']}: {s['computed']} blocks computed, {s['skipped']} already done, of "
               f"{s['blocks']} ({state}); {s['voxels_per_second'] / 1e6:.3g} Mvoxels/s, {s['seconds']:.1f} s")
+        if args.ome_zarr and s["complete"]:
+            print(f"wrote {api.to_ome_zarr(args.output, args.ome_zarr)} (OME-Zarr)")
         return
+    if args.ome_zarr:
+        raise ValueError("--ome-zarr needs a .zarr output (block-wise prediction), which it converts")
     for flag, dest in (("--block-shape", "block_shape"), ("--scheduler", "scheduler"),
                        ("--workers", "blocks_in_flight")):
         if getattr(args, dest) is not None:
