@@ -592,15 +592,16 @@ def export(model, output, *, format: str | None = None, raw: bool = False, stati
     """
     from .model import open_model
     from .model.export import export_model
-    from .model.export.bioimageio import export_bioimageio
+    from .model.export.bioimageio import export_bioimageio, is_package
 
-    if format == "bioimageio" or (format is None and Path(output).suffix.lower() == ".zip"):
+    if is_package(output, format):
         if raw or static:
             raise ValueError("a BioImage Model Zoo package holds the network with its pre- and postprocessing "
                              "and dynamic sizes: raw and static do not apply")
         return export_bioimageio(open_model(model), model, output, **package)
     if package:
-        raise TypeError(f"unknown argument(s) {sorted(package)}: they describe a .zip zoo package")
+        raise ValueError(f"{', '.join(sorted(package))}: only for a BioImage Model Zoo package; give an output "
+                         "ending in .zip (or format='bioimageio')")
     return export_model(open_model(model), output, format=format, raw=raw, static=static)
 
 
@@ -638,13 +639,15 @@ def to_ome_zarr(store, output, *, voxel_size=None, unit: str | None = None, leve
     import zarr
 
     from .data import open_image
+    from .data.io import recorded_geometry
     from .data.ome import write_ome_zarr
     from .infer.store import BlockStore
 
-    plan = BlockStore(store).read_plan()
+    blocks = BlockStore(store)
+    plan = blocks.read_plan()
     if plan is None or "block_shape" not in plan:
         raise not_allowed("store", str(store), "a block-wise prediction store (predict -o out.zarr)")
-    summary = BlockStore(store).summary()
+    summary = blocks.summary()
     if not summary["blocks_complete"].endswith("(complete)"):
         raise ValueError(f"store {store} is not complete ({summary['blocks_complete']}): finish the prediction "
                          "first (rerun the same predict command)")
@@ -656,28 +659,13 @@ def to_ome_zarr(store, output, *, voxel_size=None, unit: str | None = None, leve
         raise ValueError("the prediction holds labels only and its input has channels: predict with "
                          "--probabilities to have an image for the OME-Zarr")
     axes = ("c" if image.ndim == len(spatial) + 1 else "") + spatial
-    carried = _voxel_geometry(plan["image"], len(spatial)) if voxel_size is None else {}
+    carried = recorded_geometry(plan["image"], len(spatial)) if voxel_size is None else {}
     unit = unit or carried.get("unit")
     labels = group["labels"] if "labels" in group.array_keys() else None
     chunks = ((1,) if "c" in axes else ()) + tuple(plan["block_shape"])
     return write_ome_zarr(output, image, axes=axes, labels=labels, voxel_size=voxel_size or carried.get("voxel_size"),
                           unit=unit, chunks=chunks, levels=levels, name=names[0] if names else "image",
                           class_names=plan.get("class_names"))
-
-
-def _voxel_geometry(address: str, space: int) -> dict:
-    """``voxel_size`` ``(z, y, x)`` and ``unit`` an input records (MRC, OME-Zarr), else nothing."""
-    from .data import image_info
-
-    try:
-        found = image_info(address)
-    except (OSError, ValueError):  # the input moved since the prediction: no geometry to carry
-        return {}
-    size = found.get("voxel_size")
-    if size is None or len(size) != space:
-        return {}
-    size = tuple(size) if space == 3 else (1.0, *size)
-    return {"voxel_size": size, "unit": found.get("unit")}
 
 
 def info(address: str) -> dict:

@@ -201,7 +201,7 @@ def _add_export(sub) -> None:
                    help="default: from the output's ending")
     p.add_argument("--name", default=None, help="zoo package: the model's name")
     p.add_argument("--author", action="append", default=None, help="zoo package: an author (repeat for more)")
-    p.add_argument("--license", default="CC-BY-4.0", help="zoo package: SPDX licence (default: CC-BY-4.0)")
+    p.add_argument("--license", default=None, help="zoo package: SPDX licence (default: CC-BY-4.0)")
     p.add_argument("--raw", action="store_true", help="the network alone: normalised input -> logits")
     p.add_argument("--static", action="store_true",
                    help="fixed sizes (nets with a fixed input shape: the autoencoder, the patch classifier)")
@@ -211,10 +211,9 @@ def _cmd_export(args) -> None:
     from mixscale import api
 
     t0 = time.perf_counter()
-    package = args.format == "bioimageio" or (args.format is None and args.output.lower().endswith(".zip"))
-    extra = {"name": args.name, "authors": tuple(args.author or ["mixscale user"]), "license": args.license}
+    given = {"name": args.name, "authors": tuple(args.author) if args.author else None, "license": args.license}
     path = api.export(args.model, args.output, format=args.format, raw=args.raw, static=args.static,
-                      **(extra if package else {}))
+                      **{k: v for k, v in given.items() if v is not None})
     print(f"wrote {path} in {time.perf_counter() - t0:.1f} s")
 
 
@@ -227,7 +226,7 @@ def _add_ome(sub) -> None:
     p.add_argument("store", help="a complete block-wise prediction store")
     p.add_argument("-o", "--output", required=True, help="new OME-Zarr folder (*.zarr)")
     p.add_argument("--voxel-size", type=float, nargs="+", default=None, metavar="SIZE",
-                   help="one number, or Z Y X (default: the input's, for an MRC input)")
+                   help="one number, or Z Y X (default: what the input records: MRC, OME-Zarr, TIFF, HDF5)")
     p.add_argument("--unit", default=None, help="unit of --voxel-size: micrometer, nanometer, angstrom ...")
     p.add_argument("--levels", type=int, default=None, help="pyramid levels (default: down to 16 pixels)")
 

@@ -1,9 +1,9 @@
 """MRC files (cryo-electron tomography): lazy reading, slab-by-slab writing, voxel size and origin.
 
 Needs the extra ``mixscale[em]`` (mrcfile), which reads the header. The data are read on
-demand (:class:`MrcArray`): an index reads the bytes of the slices it selects, straight
-into the result, so a block of a volume larger than memory costs that block (a memory map
-would add the mapped pages of the block to the copy: two blocks at the peak). Writing
+demand (:class:`MrcArray`): an index reads the bytes of the slices it selects into the
+result, so a block of a volume larger than memory costs that block (a memory map would add
+the mapped pages of the block to the copy: two blocks at the peak). Writing
 goes slab by slab into mrcfile's memory-mapped new file. MRC orders axes x, y, z;
 mixscale reports them as arrays do, ``(z, y, x)``, in Angstrom as the header holds them.
 """
@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .._extras import require_extra
+from ._readers import SliceStack
 
 logger = logging.getLogger(__name__)
 
@@ -33,11 +34,12 @@ def _header(path: Path):
         return mrc.header.copy(), mrc.voxel_size.copy()
 
 
-class MrcArray:
-    """The data of an MRC file, ``(z, y, x)`` (or ``(y, x)``), read on demand.
+class MrcArray(SliceStack):
+    """The data of an MRC file, ``(z, y, x)`` (or ``(y, x)``), read on demand slice by slice.
 
-    Indexing with integers, slices and Ellipsis reads the selected slices only (a step
-    along z reads slice by slice). ``np.asarray`` reads everything.
+    The indexing of :class:`~mixscale.data._readers.SliceStack` (integers, slices, Ellipsis, and
+    integer or boolean arrays on the first axis), each selected slice read from its bytes in the file
+    straight into the result: a block costs its own size. ``np.asarray`` reads everything.
     """
 
     def __init__(self, path: Path) -> None:
@@ -48,47 +50,18 @@ class MrcArray:
         self.offset = 1024 + int(header.nsymbt)  # the main header, then the extended one
         self.dtype = np.dtype(data_dtype_from_header(header))
         self.shape = tuple(int(s) for s in data_shape_from_header(header))
-        self.chunks = (1, *self.shape[1:]) if len(self.shape) == 3 else self.shape
-
-    ndim = property(lambda self: len(self.shape))
-    size = property(lambda self: int(np.prod(self.shape)))
-    nbytes = property(lambda self: self.size * self.dtype.itemsize)
-
-    def __len__(self) -> int:
-        return self.shape[0]
+        self._slice_shape = self.shape[1:]
+        self.chunks = (1, *self._slice_shape)
 
     def __repr__(self) -> str:
         return f"MrcArray(shape={self.shape}, dtype={self.dtype}, path={str(self.path)!r})"
 
-    def _read(self, z0: int, z1: int) -> np.ndarray:
-        """Slices ``z0 .. z1 - 1`` (rows of a 2D image) as one array."""
-        row = int(np.prod(self.shape[1:])) * self.dtype.itemsize
+    def read_slice(self, index: int) -> np.ndarray:
+        """Slice ``index`` (a row of a 2D image), read from its bytes in the file."""
+        count = int(np.prod(self._slice_shape))
         with open(self.path, "rb") as f:
-            f.seek(self.offset + z0 * row)
-            out = np.fromfile(f, dtype=self.dtype, count=(z1 - z0) * row // self.dtype.itemsize)
-        return out.reshape((z1 - z0, *self.shape[1:]))
-
-    def __getitem__(self, key):
-        from ._readers import _expand_key
-
-        key = _expand_key(key, self.ndim)
-        first, rest = key[0], key[1:]
-        if isinstance(first, (int, np.integer)):
-            z = int(first) + (self.shape[0] if first < 0 else 0)
-            if not 0 <= z < self.shape[0]:
-                raise IndexError(f"index {first} is out of range for axis 0 of size {self.shape[0]}")
-            return self._read(z, z + 1)[0][rest]
-        if not isinstance(first, slice):
-            return self[...][key]
-        start, stop, step = first.indices(self.shape[0])
-        if step == 1:
-            return self._read(start, max(start, stop))[(slice(None), *rest)]
-        return np.stack([self._read(z, z + 1)[0][rest] for z in range(start, stop, step)]) if len(
-            range(start, stop, step)) else self._read(0, 0)[(slice(None), *rest)]
-
-    def __array__(self, dtype=None, copy=None):
-        data = self[...]
-        return data if dtype is None else data.astype(dtype, copy=False)
+            f.seek(self.offset + index * count * self.dtype.itemsize)
+            return np.fromfile(f, dtype=self.dtype, count=count).reshape(self._slice_shape)
 
 
 def open_mrc(path: Path) -> MrcArray:

@@ -136,10 +136,9 @@ def save_file(addr: Address, array, *, chunks, compression, bigtiff, overwrite, 
         )
     writer = {"tiff": _write_tiff, "png": _write_png, "npy": _write_npy, "mrc": _write_mrc}[addr.kind]
     if addr.kind == "mrc":
-        from ._mrc import mrc_dtype, require_extra
+        from ._mrc import mrc_dtype
 
-        require_extra("mrcfile", extra="em")
-        mrc_dtype(array)  # before the temporary file exists
+        mrc_dtype(array)  # refused before the temporary file exists
     with atomic_path(addr.path) as tmp:
         writer(tmp, array, chunks=chunks, compression=compression, bigtiff=bigtiff, **geometry)
 

@@ -365,18 +365,32 @@ def image_info(address) -> dict:
     }
 
 
-def carried_geometry(source, output) -> dict:
-    """The voxel size and origin an MRC ``output`` takes from an MRC ``source`` (else nothing).
+def recorded_geometry(address, space: int = 3) -> dict:
+    """What an input records of its geometry, from :func:`image_info`: ``voxel_size`` as ``(z, y, x)``
+    (a 2D image's ``(y, x)`` with z = 1), ``unit``, and ``origin`` where there is one; nothing for an
+    in-memory array, an unreadable address, or a voxel size of other than ``space`` axes."""
+    if not isinstance(address, (str, os.PathLike)):
+        return {}
+    try:
+        found = image_info(address)
+    except (OSError, ValueError):  # e.g. an input moved since a prediction was made from it
+        return {}
+    size = found.get("voxel_size")
+    if size is None or len(size) != space:
+        return {}
+    out = {"voxel_size": tuple(size) if space == 3 else (1.0, *size), "unit": found.get("unit")}
+    return out | ({"origin": found["origin"]} if "origin" in found else {})
 
-    ``source`` is an address or an in-memory array (which carries none).
-    """
-    if not isinstance(source, (str, os.PathLike)) or parse_address(output, for_writing=True).kind != "mrc":
+
+def carried_geometry(source, output) -> dict:
+    """The voxel size and origin an MRC ``output`` takes from ``source`` (one recorded in Angstrom: an
+    MRC file or an OME-Zarr level in that unit), else nothing."""
+    if parse_address(output, for_writing=True).kind != "mrc":
         return {}
-    addr = parse_address(source)
-    if addr.kind != "mrc":
+    found = recorded_geometry(source)
+    if found.get("unit") != "angstrom":
         return {}
-    meta = mrc_metadata(addr.path)
-    return {"voxel_size": meta["voxel_size"], "origin": meta["origin"]}
+    return {key: found[key] for key in ("voxel_size", "origin") if key in found}
 
 
 def output_exists(address) -> bool:

@@ -65,6 +65,7 @@ def _write_levels(group, name_prefix: str, source, *, axes: str, mode: str, chun
     """Level 0 copied from ``source`` chunk by chunk, then each level from the one above it."""
     space = sum(a in "zyx" for a in axes)
     shapes = level_shapes(tuple(source.shape), space, levels)
+    factor = [1] * (len(shapes[0]) - space) + [2] * space  # what one level halves
     previous = source
     for k, shape in enumerate(shapes):
         clipped = tuple(min(c, s) for c, s in zip(chunks, shape))
@@ -75,8 +76,7 @@ def _write_levels(group, name_prefix: str, source, *, axes: str, mode: str, chun
             if k == 0:
                 arr[region] = np.asarray(previous[region])
                 continue
-            above = tuple(slice(r.start * (2 if d >= len(shape) - space else 1),
-                                r.stop * (2 if d >= len(shape) - space else 1)) for d, r in enumerate(region))
+            above = tuple(slice(r.start * f, r.stop * f) for r, f in zip(region, factor))
             arr[region] = _reduce(np.asarray(previous[above]), space, mode)
         previous = arr
     return shapes

@@ -137,6 +137,10 @@ class Autoencoder(NetBase):
         """``2 * max(image_shape) - 1``: every output pixel sees the whole image (see Notes)."""
         return 2 * max(self.image_shape) - 1
 
+    @property
+    def fixed_input_shape(self) -> tuple[int, ...]:
+        return tuple(self.image_shape)
+
     def _check_image(self, x: torch.Tensor) -> None:
         check_input(x, spatial_dims=self.spatial_dims, in_channels=self.in_channels, net="autoencoder")
         if tuple(x.shape[2:]) != self.image_shape:

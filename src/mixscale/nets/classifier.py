@@ -150,6 +150,11 @@ class PatchClassifier(NetBase):
         reaches ``P // 2`` pixels before its centre): a score depends on its patch and nothing else."""
         return max(2 * (p // 2) + 1 for p in self.patch_shape)
 
+    @property
+    def fixed_input_shape(self) -> tuple[int, ...]:
+        """``forward`` scores patches of ``patch_shape`` (``dense_logits`` takes any size)."""
+        return tuple(self.patch_shape)
+
     def _check(self, x, *, dense: bool) -> None:
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"classifier: input must be a torch.Tensor, got {type(x).__name__}")

@@ -204,7 +204,8 @@ class MSDNet(NetBase):
         Parameters
         ----------
         impl : {None, "lean", "taps", "direct"}
-            ``"lean"`` (the default without normalisation): the memory-lean block of
+            While a graph is exported (ONNX, TorchScript tracing) the default is
+            ``"direct"``. Otherwise ``"lean"`` (the default without normalisation): the memory-lean block of
             :mod:`mixscale.nets.msd_lean`, two buffers of maps whatever the depth.
             ``"taps"`` (the default with batch norm): the same arithmetic through
             autograd, concatenating maps (memory grows with depth squared).
@@ -213,6 +214,8 @@ class MSDNet(NetBase):
         """
         check_input(x, spatial_dims=self.spatial_dims, in_channels=self.in_channels, net="msd")
         self._check_size(x)
+        if impl is None and (torch.compiler.is_exporting() or torch.jit.is_tracing()):
+            impl = "direct"  # the lean Function keeps buffers between calls, which no graph can hold
         impl = impl or ("lean" if self.norms is None else "taps")
         check_choice("impl", impl, ("lean", "taps", "direct"))
         if impl == "lean":

@@ -102,6 +102,11 @@ class NetBase(nn.Module):
         """Pixels of context needed on each side: ``(receptive_field - 1) // 2``."""
         return (self.receptive_field - 1) // 2
 
+    @property
+    def fixed_input_shape(self) -> tuple[int, ...] | None:
+        """The one spatial shape the network takes, or None where any (large enough) size works."""
+        return None
+
     def config(self) -> dict:
         """Constructor arguments, JSON-safe, every one of them (what the model file stores).
 

@@ -12,6 +12,7 @@ target's units by ``scale_linear``. Every axis but batch and channel is a space 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import shutil
@@ -35,20 +36,25 @@ SPACE_AXES = {2: ("y", "x"), 3: ("z", "y", "x")}
 
 
 def _channel_names(model: Model) -> list[str]:
-    k, c = model.info.context_slices, model.info.image_channels
-    per = [f"slice{z - k:+d}" if k else "" for z in range(2 * k + 1)]
-    groups = model.info.splits or 1
-    names = []
-    for g in range(groups):
-        for ch in range(c // groups if model.info.splits else c):
-            for s in per:
-                names.append("_".join(p for p in (f"subset{g}" if model.info.splits else "", f"channel{ch}", s) if p))
-    return names if len(names) == model.in_channels else [f"channel{i}" for i in range(model.in_channels)]
+    """One name per network channel, channel-major as in training: subsets (Noise2Inverse), then image
+    channels, then 2.5D slices, e.g. ``channel0_slice-1``."""
+    k, splits = model.info.context_slices, model.info.splits
+    per_subset = model.in_channels // (splits or 1) // (2 * k + 1)
+    parts = [[f"subset{g}" for g in range(splits)] if splits else [""], [f"channel{c}" for c in range(per_subset)],
+             [f"slice{z - k:+d}" for z in range(2 * k + 1)] if k else [""]]
+    return ["_".join(p for p in names if p) for names in itertools.product(*parts)]
 
 
 def _per_channel(values, channels: int) -> list[float]:
-    values = [float(v) for v in values]
-    return [float(v) for v in np.repeat(values, channels // len(values))]
+    """Per-channel statistics repeated channel-major over ``channels`` (2.5D slices, subsets)."""
+    return [float(v) for v in np.repeat(np.asarray(values, float), channels // len(values))]
+
+
+def _op(op: str, **values: list[float]) -> dict:
+    """A processing step with scalar kwargs, or lists along the channel axis when there are several."""
+    if all(len(v) == 1 for v in values.values()):
+        return {"id": op, "kwargs": {k: v[0] for k, v in values.items()}}
+    return {"id": op, "kwargs": {**values, "axis": "channel"}}
 
 
 def _preprocessing(model: Model) -> list[dict]:
@@ -56,9 +62,7 @@ def _preprocessing(model: Model) -> list[dict]:
     if not norm:
         return []
     mean, std = (_per_channel(norm[k], model.in_channels) for k in ("mean", "std"))
-    if len(mean) == 1:
-        return [{"id": "fixed_zero_mean_unit_variance", "kwargs": {"mean": mean[0], "std": std[0]}}]
-    return [{"id": "fixed_zero_mean_unit_variance", "kwargs": {"mean": mean, "std": std, "axis": "channel"}}]
+    return [_op("fixed_zero_mean_unit_variance", mean=mean, std=std)]
 
 
 def _postprocessing(model: Model) -> list[dict]:
@@ -69,11 +73,12 @@ def _postprocessing(model: Model) -> list[dict]:
     target = model.info.target_normalization
     if not target:
         return []
-    gain, offset = target["std"], target["mean"]
-    if len(gain) == 1:
-        return [{"id": "scale_linear", "kwargs": {"gain": float(gain[0]), "offset": float(offset[0])}}]
-    return [{"id": "scale_linear", "kwargs": {"gain": [float(g) for g in gain], "offset": [float(o) for o in offset],
-                                               "axis": "channel"}}]
+    return [_op("scale_linear", gain=[float(g) for g in target["std"]], offset=[float(o) for o in target["mean"]])]
+
+
+def is_package(output, format: str | None) -> bool:
+    """Whether an export to ``output`` in ``format`` (None: from the ending) is a zoo package."""
+    return format == "bioimageio" or (format is None and Path(output).suffix.lower() == ".zip")
 
 
 def minimum_size(model: Model) -> int:
@@ -92,7 +97,7 @@ def _axes(model: Model, channel_names: list[str], *, output: bool) -> list[dict]
     return [{"type": "batch"}, {"type": "channel", "channel_names": channel_names}] + space
 
 
-def test_tensors(model: Model, size: int | None = None, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def sample_tensors(model: Model, size: int | None = None, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A test input ``(1, C, *S)`` in the training images' units (normal with the training statistics) and
     the model's output on it (probabilities or target units), computed by mixscale's own predictor."""
     side = size or max(minimum_size(model), 64 if model.spatial_dims == 2 else 32)
@@ -102,7 +107,7 @@ def test_tensors(model: Model, size: int | None = None, *, seed: int = 0) -> tup
     shape = (1, model.in_channels) + (side,) * model.spatial_dims
     bcast = (1, -1) + (1,) * model.spatial_dims
     x = (rng.normal(size=shape).astype(np.float32) * std.reshape(bcast) + mean.reshape(bcast)).astype(np.float32)
-    return x, test_tensors_of(model, x)
+    return x, output_on(model, x)
 
 
 def _cover(path: Path, x: np.ndarray, y: np.ndarray, classes: bool) -> None:
@@ -233,7 +238,7 @@ def export_bioimageio(model: Model, model_file, output, *, name: str | None = No
         export_model(model, folder / "model.onnx", raw=True)
         export_model(model, folder / "model.pt", raw=True)
         _write_state_dict(model, folder)
-        x, y = test_tensors(model)
+        x, y = sample_tensors(model)
         np.save(folder / "test_input.npy", x)
         np.save(folder / "test_output.npy", y)
         _cover(folder / "cover.png", x, y, bool(model.task.classes))
@@ -255,7 +260,6 @@ def import_package(package, output, *, overwrite: bool = False) -> Path:
     The file is checked as every model file is (read without unpickling, its network rebuilt) and must
     reproduce the package's test output exactly before it is written to ``output``.
     """
-    from ..._files import atomic_path as _atomic
     from ..ensemble import open_model
 
     package = Path(package)
@@ -272,17 +276,17 @@ def import_package(package, output, *, overwrite: bool = False) -> Path:
         restored = open_model(Path(tmp) / MODEL_FILE)
         x = np.load(Path(tmp) / "test_input.npy", allow_pickle=False)
         expected = np.load(Path(tmp) / "test_output.npy", allow_pickle=False)
-        got = test_tensors_of(restored, x)
+        got = output_on(restored, x)
         if not np.array_equal(got, expected):
             raise ValueError(f"the model file in {package} does not reproduce the package's test output (max "
                              f"difference {float(np.abs(got - expected).max()):.3g})")
-        with _atomic(output) as dst:
+        with atomic_path(output) as dst:
             shutil.copyfile(Path(tmp) / MODEL_FILE, dst)
     logger.info("restored %s from %s", output, package)
     return output
 
 
-def test_tensors_of(model: Model, x: np.ndarray) -> np.ndarray:
+def output_on(model: Model, x: np.ndarray) -> np.ndarray:
     """The model's output ``(1, K, *S)`` on a test input ``x`` in the training images' units."""
     import torch
 
@@ -292,6 +296,3 @@ def test_tensors_of(model: Model, x: np.ndarray) -> np.ndarray:
         return model._member_output(channel_affine(torch.from_numpy(x), model.info.normalization,
                                                    inverse=True)).float().numpy()
 
-
-test_tensors_of.__test__ = False  # not a pytest test
-test_tensors.__test__ = False

@@ -54,17 +54,11 @@ class ExportedModel(nn.Module):
         self.temperature = model.temperature
         self.input_norm = model.info.normalization
         self.target_norm = model.info.target_normalization
-        # MS-D's memory-lean Function keeps buffers across calls, which graphs cannot express; its
-        # "direct" form is the same arithmetic as reflect-padded library convolutions
-        self._impl = {"impl": "direct"} if model.info.net_name == "msd" else {}
-
-    def _net(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x, **self._impl)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.raw:
             x = channel_affine(x, self.input_norm, inverse=True)
-        out = noise2inverse_forward(self._net, x, self.splits) if self.splits else self._net(x)
+        out = noise2inverse_forward(self.net, x, self.splits) if self.splits else self.net(x)
         if self.raw:
             return out
         if self.classes:
@@ -87,16 +81,9 @@ def exported_metadata(model: Model, *, raw: bool) -> dict[str, str]:
             "temperature": repr(model.temperature)}
 
 
-def _fixed_shape(model: Model) -> tuple[int, ...] | None:
-    """The one spatial shape a network takes, or None where any (large enough) size works."""
-    shape = getattr(model.net, "image_shape", None) or (
-        getattr(model.net, "patch_shape", None) if model.info.net_name == "classifier" else None)
-    return tuple(int(s) for s in shape) if shape is not None else None
-
-
 def example_input(model: Model, *, static: bool) -> torch.Tensor:
     """``(2, in_channels, *spatial)`` random input at a size every net takes (its own for a fixed net)."""
-    fixed = _fixed_shape(model)
+    fixed = model.net.fixed_input_shape
     if fixed is not None and not static:
         raise ValueError(f"net {model.info.net_name!r} takes only inputs of spatial shape {list(fixed)}, so it "
                          "cannot be exported with dynamic sizes; pass static=True (CLI: --static) to export it "
