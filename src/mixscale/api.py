@@ -222,7 +222,8 @@ def predict(model, image, output=None, *, device: str = "cpu", slice_axis: int |
 
 def detect(model, image, *, threshold: float = 0.5, min_distance: float = 3.0, stride=1, batch_size: int = 1024,
            tta: bool = False, device: str = "cpu", output=None, overwrite: bool = False,
-           channel_axis: int | None = None, tile_shape: Sequence[int] | int | None = None) -> dict:
+           channel_axis: int | None = None, tile_shape: Sequence[int] | int | None = None,
+           star: str | None = None, voxel_size=None, binning: float = 1.0) -> dict:
     """Find objects with a detection model (a patch classifier): points, classes, scores.
 
     Parameters
@@ -232,12 +233,20 @@ def detect(model, image, *, threshold: float = 0.5, min_distance: float = 3.0, s
     image : str, Path or ndarray
         ``(*spatial)``, or with a channel axis for multi-channel models.
     output : str or Path, optional
-        Write the detections as a points CSV: ``y,x`` (or ``z,y,x``), ``class``,
-        ``score`` (atomically); readable as training points.
+        Write the detections (atomically) as a points CSV: ``y,x`` (or ``z,y,x``), ``class``,
+        ``score``, readable as training points; or, ending in ``.star``, as a RELION STAR file
+        (:mod:`mixscale.data.star`).
     overwrite : bool
         Replace an existing ``output``.
     threshold, min_distance, stride, batch_size, tta, device, channel_axis, tile_shape
         See :func:`mixscale.predict.detect_array`.
+    star : {"relion5", "relion4"}, optional
+        The STAR convention of a ``.star`` output; default ``relion5`` for a volume, ``relion4`` for a
+        2D image (the only one for 2D).
+    voxel_size : float or (z, y, x), optional
+        Angstrom per voxel for ``relion5``; default: the size the image file records, in Angstrom.
+    binning : float
+        ``relion4``: pixels of the written coordinates per voxel of ``image``.
 
     Returns
     -------
@@ -245,23 +254,47 @@ def detect(model, image, *, threshold: float = 0.5, min_distance: float = 3.0, s
         ``points`` (M, ndim) int64, ``classes`` (M,) int64, ``scores`` (M,) float32
         (highest first) and ``class_names``.
     """
-    from .data import write_points_csv
     from .model import Model, is_ensemble_file
     from .predict import detect_array
 
     device = check_device(device)
     if output is not None and not overwrite and Path(output).exists():
         raise FileExistsError(f"output {output} exists; pass overwrite=True (CLI: --overwrite) to replace it")
+    if star is not None and (output is None or Path(output).suffix.lower() != ".star"):
+        raise not_allowed("star", star, "only with an output ending in .star")
     if is_ensemble_file(model):
         raise ValueError(f"{model} is an ensemble file; detect takes a single detection model file")
     loaded = Model.load(model, device=device)
-    result = detect_array(loaded, _read_array(image), threshold=threshold, min_distance=min_distance,
+    array = _read_array(image)
+    result = detect_array(loaded, array, threshold=threshold, min_distance=min_distance,
                           stride=stride, batch_size=batch_size, tta=tta, device=device, channel_axis=channel_axis,
                           tile_shape=tile_shape)
     if output is not None:
-        write_points_csv(output, result["points"], result["classes"], result["scores"])
+        shape = array.shape if channel_axis is None else np.delete(array.shape, channel_axis).tolist()
+        _write_points(output, result, image, shape, star=star, voxel_size=voxel_size, binning=binning)
         logger.info("%d detections written to %s", len(result["points"]), output)
     return result
+
+
+def _write_points(output, result: dict, image, shape, *, star, voxel_size, binning) -> None:
+    """Detections as a points CSV, or as RELION STAR with the image's shape and voxel size in Angstrom."""
+    from .data import write_points_csv
+    from .data.geometry import in_angstrom
+    from .data.io import recorded_geometry
+    from .data.star import write_points_star
+
+    if Path(output).suffix.lower() != ".star":
+        write_points_csv(output, result["points"], result["classes"], result["scores"])
+        return
+    ndim = result["points"].shape[1]
+    convention = star or ("relion5" if ndim == 3 else "relion4")
+    if voxel_size is None and convention == "relion5":
+        found = recorded_geometry(image, ndim)
+        voxel_size = in_angstrom(found["voxel_size"], found.get("unit")) if found else None
+    name = Path(str(image).split(":")[0]).stem if isinstance(image, (str, os.PathLike)) else "image"
+    write_points_star(output, result["points"], result["classes"], result["scores"], convention=convention,
+                      name=name.split(".")[0] or "image", shape=tuple(shape), voxel_size=voxel_size,
+                      binning=binning)
 
 
 def calibrate(model, images, labels, output, *, alpha: float | None = 0.1, score: str = "lac",

@@ -63,7 +63,7 @@ def test_labels_keep_their_values_and_what_mrc_cannot_hold_is_refused_writing_no
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.mrc", "l.mrc"]
 
 
-def test_prediction_of_an_mrc_volume_keeps_its_voxel_size_and_origin(tmp_path):
+def _regression_model(path):
     from mixscale.model import ModelInfo, save_model
     from mixscale.nets import create_net
 
@@ -71,13 +71,30 @@ def test_prediction_of_an_mrc_volume_keeps_its_voxel_size_and_origin(tmp_path):
     net = create_net("msd", out_channels=1, depth=3)
     info = ModelInfo(net_name="msd", net_config=net.config(), task="regression",
                      normalization={"mean": [0.0], "std": [1.0]}, target_normalization={"mean": [0.0], "std": [1.0]})
-    model = save_model(tmp_path / "m.safetensors", net, info)
+    return save_model(path, net, info)
+
+
+def test_prediction_of_an_mrc_volume_keeps_its_voxel_size_and_origin(tmp_path):
+    model = _regression_model(tmp_path / "m.safetensors")
     volume = np.random.default_rng(2).normal(size=(4, 20, 18)).astype(np.float32)
     write_image(tmp_path / "in.mrc", volume, voxel_size=(4.0, 3.0, 3.0), origin=(-5.0, 0.0, 5.0))
     out = api.predict(model, str(tmp_path / "in.mrc"), tmp_path / "out.mrc", slice_axis=0)
     np.testing.assert_array_equal(read_image(tmp_path / "out.mrc"), out)
     meta = image_info(tmp_path / "out.mrc")
     assert meta["voxel_size"] == (4.0, 3.0, 3.0) and meta["origin"] == (-5.0, 0.0, 5.0)
+
+
+def test_a_micrometer_voxel_size_goes_into_an_mrc_prediction_in_angstrom(tmp_path):
+    import tifffile
+
+    model = _regression_model(tmp_path / "m.safetensors")
+    volume = np.random.default_rng(3).normal(size=(4, 20, 18)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "in.tif", volume, imagej=True, resolution=(1 / 0.25, 1 / 0.2),
+                     metadata={"spacing": 0.5, "unit": "um", "axes": "ZYX"})
+    api.predict(model, str(tmp_path / "in.tif"), tmp_path / "out.mrc", slice_axis=0)
+    meta = image_info(tmp_path / "out.mrc")
+    np.testing.assert_allclose(meta["voxel_size"], (5000.0, 2000.0, 2500.0), rtol=1e-6)  # float32 header
+    assert meta["unit"] == "angstrom"
 
 
 READ_BLOCKS = """

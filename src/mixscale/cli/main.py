@@ -147,7 +147,8 @@ def _add_detect(sub) -> None:
                                    "keep the peaks of the object probability: a CSV of y,x (or z,y,x), class, score.")
     p.add_argument("model", help="model.safetensors trained with task 'detection'")
     p.add_argument("input", help="image address: file.tif, file.h5:/path, file.zarr, ...")
-    p.add_argument("-o", "--output", required=True, help="points CSV to write")
+    p.add_argument("-o", "--output", required=True,
+                   help="points CSV to write, or a RELION STAR file (ending in .star)")
     p.add_argument("--threshold", type=float, default=0.5, help="minimum object probability (default: 0.5)")
     p.add_argument("--min-distance", type=float, default=3.0, help="minimum pixels between detections (default: 3)")
     p.add_argument("--stride", type=int, default=1, help="score every n-th pixel only (default: 1, every pixel)")
@@ -157,6 +158,13 @@ def _add_detect(sub) -> None:
     p.add_argument("--tta", action="store_true", help="average the score map over flips/rotations")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default: cpu)")
     p.add_argument("--channel-axis", type=int, default=None, help="axis of the input holding channels")
+    p.add_argument("--star", choices=("relion5", "relion4"), default=None,
+                   help="STAR convention of a .star output: relion5 (Angstrom from the tomogram centre; default "
+                        "for volumes) or relion4 (pixels; the only one for 2D images)")
+    p.add_argument("--voxel-size", type=float, nargs="+", default=None, metavar="A",
+                   help="Angstrom per voxel for --star relion5: one number or Z Y X (default: the input's header)")
+    p.add_argument("--binning", type=float, default=1.0,
+                   help="--star relion4: pixels of the written coordinates per input voxel (default: 1)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
 
@@ -400,7 +408,8 @@ def _cmd_detect(args) -> None:
     found = api.detect(args.model, args.input, threshold=args.threshold, min_distance=args.min_distance,
                        stride=args.stride, batch_size=args.batch_size, tta=args.tta, device=args.device,
                        output=args.output, overwrite=args.overwrite, channel_axis=args.channel_axis,
-                       tile_shape=_one_or_tuple(args.tile_shape))
+                       tile_shape=_one_or_tuple(args.tile_shape), star=args.star,
+                       voxel_size=_one_or_tuple(args.voxel_size), binning=args.binning)
     names = found["class_names"] or []
     counts = {}
     for c in found["classes"].tolist():
@@ -411,7 +420,7 @@ def _cmd_detect(args) -> None:
 
 
 def _one_or_tuple(values):
-    """argparse's ``nargs='+'`` list -> one int or a tuple (None stays None)."""
+    """argparse's ``nargs='+'`` list -> one value or a tuple (None stays None)."""
     if values is None:
         return None
     return values[0] if len(values) == 1 else tuple(values)

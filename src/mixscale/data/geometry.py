@@ -17,6 +17,22 @@ UNITS = {"µm": "micrometer", "um": "micrometer", "micron": "micrometer", "micro
 HDF5_KEYS = {"element_size_um": "micrometer", "voxel_size_um": "micrometer", "voxel_size": None,
              "pixel_size": None}
 
+#: Angstrom per unit, for writing sizes recorded in other units into MRC headers (which hold Angstrom)
+ANGSTROM_PER = {"angstrom": 1.0, "nanometer": 10.0, "micrometer": 1e4, "millimeter": 1e7, "centimeter": 1e8,
+                "inch": 2.54e8}
+
+
+def in_angstrom(values, unit: str | None) -> tuple[float, ...] | None:
+    """``values`` (a voxel size or origin) converted from ``unit`` to Angstrom; None for an unknown unit.
+
+    Examples
+    --------
+    >>> in_angstrom((0.5, 0.25, 0.25), "micrometer")
+    (5000.0, 2500.0, 2500.0)
+    """
+    factor = ANGSTROM_PER.get(unit) if unit else None
+    return None if factor is None else tuple(float(v) * factor for v in values)
+
 
 def _unit(text) -> str | None:
     return UNITS.get(str(text).strip().lower().replace("\\u00b5", "µ"), None) if text else None

@@ -35,7 +35,7 @@ from . import _write
 from ._address import Address, list_stack_files, parse_address
 from .._checks import check_voxel_size
 from ._mrc import mrc_metadata, open_mrc
-from .geometry import hdf5_geometry, tiff_geometry
+from .geometry import hdf5_geometry, in_angstrom, tiff_geometry
 from .ome import level_geometry, read_multiscales
 from ._readers import HDF5Array, SliceStack, hdf5_datasets, open_tiff, read_png
 
@@ -383,14 +383,14 @@ def recorded_geometry(address, space: int = 3) -> dict:
 
 
 def carried_geometry(source, output) -> dict:
-    """The voxel size and origin an MRC ``output`` takes from ``source`` (one recorded in Angstrom: an
-    MRC file or an OME-Zarr level in that unit), else nothing."""
+    """The voxel size and origin, in Angstrom, an MRC ``output`` takes from ``source``: any input that
+    records them in a known unit (MRC, OME-Zarr, TIFF, HDF5; micrometer, nanometer ... converted), else
+    nothing."""
     if parse_address(output, for_writing=True).kind != "mrc":
         return {}
     found = recorded_geometry(source)
-    if found.get("unit") != "angstrom":
-        return {}
-    return {key: found[key] for key in ("voxel_size", "origin") if key in found}
+    carried = {key: in_angstrom(found[key], found.get("unit")) for key in ("voxel_size", "origin") if key in found}
+    return {key: value for key, value in carried.items() if value is not None}
 
 
 def output_exists(address) -> bool:
