@@ -152,6 +152,40 @@ def test_a_net_with_a_fixed_input_shape_needs_static_and_then_matches(tmp_path):
     assert _relative(_onnx_run(api.export(model, tmp_path / "ae.onnx", static=True), batch), expected) < 1e-5
 
 
+@pytest.mark.parametrize("dims", [2, 3])
+def test_a_detection_model_exports_its_score_map_and_the_peaks_of_it_are_detects(tmp_path, dims):
+    from mixscale.infer.detect import object_peaks
+
+    torch.manual_seed(0)
+    net = create_net("classifier", spatial_dims=dims, patch_shape=9, depth=1, base_channels=4, hidden_channels=8,
+                     out_channels=3)
+    with torch.no_grad():  # batch norm with statistics of its own, so that eval differs from identity
+        for m in net.modules():
+            if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)):
+                m.running_mean.normal_(0, 0.2)
+                m.running_var.uniform_(0.5, 2)
+    info = ModelInfo(net_name="classifier", net_config=net.config(), task="detection",
+                     class_names=["background", "a", "b"], normalization={"mean": [3.0], "std": [2.0]})
+    model = str(save_model(tmp_path / "d.safetensors", net.eval(), info))
+    batch = np.random.default_rng(1).normal(3, 2, size=SIZES[dims]).astype(np.float32)[:, None]
+    out = _onnx_run(api.export(model, tmp_path / "d.onnx"), batch)
+    assert out.shape == (batch.shape[0], 3, *batch.shape[2:])
+    x = torch.from_numpy((batch - 3) / 2)
+    with torch.no_grad():  # the naive reference: the classifier on the reflect-padded patch around a pixel
+        padded = torch.nn.functional.pad(x, (4,) * (2 * dims), mode="reflect")
+        for point in [(0,) * dims, (5,) * dims, tuple(s - 1 for s in batch.shape[2:])]:
+            patch = padded[(slice(0, 1), slice(None)) + tuple(slice(p, p + 9) for p in point)]
+            expected = torch.softmax(net(patch), dim=1)[0].numpy()
+            np.testing.assert_allclose(out[(0, slice(None)) + point], expected, atol=1e-5)
+    scripted = torch.jit.load(str(api.export(model, tmp_path / "d.pt")))
+    assert _relative(scripted(torch.from_numpy(batch)).numpy(), out) < 1e-5
+    found = api.detect(model, batch[0, 0], threshold=0.4, min_distance=3)
+    points, classes, _ = object_peaks(out[0], threshold=0.4, min_distance=3)
+    assert len(points) > 0
+    np.testing.assert_array_equal(points, found["points"])
+    np.testing.assert_array_equal(classes, found["classes"])
+
+
 def test_bad_requests_are_clear_and_write_nothing(tmp_path):
     model = _model(tmp_path / "m.safetensors", "msd", 2)
     with pytest.raises(ValueError, match=r"output='.*m\.bin' is not allowed; expected a file ending in \.onnx"):

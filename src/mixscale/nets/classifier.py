@@ -238,6 +238,12 @@ class PatchClassifier(NetBase):
         return h
 
 
+def has_score_map(net: nn.Module) -> bool:
+    """Whether ``net`` is a patch classifier that scores every pixel's patch in one pass
+    (:meth:`PatchClassifier.dense_logits`: norm None or batch)."""
+    return hasattr(net, "dense_logits") and getattr(net, "norm", None) in (None, "batch")
+
+
 def _pointwise(weight: torch.Tensor, spatial_dims: int) -> torch.Tensor:
     return weight.view(*weight.shape, *(1,) * spatial_dims)
 
@@ -256,12 +262,15 @@ def pad_for_patches(x: torch.Tensor, patch_shape) -> torch.Tensor:
     """Pad ``(N, C, *spatial)`` so that every pixel has a whole patch around it.
 
     The patch centred on pixel ``p`` covers ``p - P // 2 .. p - P // 2 + P - 1`` per
-    axis; reflect padding (``"replicate"`` where an axis is too short to reflect).
+    axis; reflect padding (``"replicate"`` where an axis is too short to reflect, except
+    while a graph is exported: then always reflect).
     """
     pads: list[int] = []
     for p in reversed(tuple(patch_shape)):  # F.pad lists the last axis first
         pads += [p // 2, p - 1 - p // 2]
     if not any(pads):
         return x
+    if torch.compiler.is_exporting() or torch.jit.is_tracing():
+        return F.pad(x, pads, mode="reflect")  # symbolic sizes: one graph for every size that can reflect
     fits = all(max(p // 2, p - 1 - p // 2) < s for p, s in zip(patch_shape, x.shape[2:]))
     return F.pad(x, pads, mode="reflect" if fits else "replicate")

@@ -79,10 +79,10 @@ def _detection_probabilities(net, x: np.ndarray, *, stride, batch_size, tta, dev
     import torch
 
     from ..infer import TestTimeAugmentation, detection_map, predict_tiled
+    from ..nets.classifier import has_score_map
 
     image = torch.from_numpy(np.ascontiguousarray(x))
-    dense = hasattr(net, "dense_logits") and getattr(net, "norm", None) in (None, "batch")
-    if stride != 1 or not dense:
+    if stride != 1 or not has_score_map(net):
         if tta or tile_shape is not None:
             raise ValueError("tta and tile_shape need stride=1 and a classifier with a dense score map "
                              "(norm 'batch' or None)")

@@ -14,6 +14,7 @@ from torch import nn
 from ..._checks import check_bool, check_choice, not_allowed
 from ..._extras import require_extra
 from ..._files import atomic_path
+from ...nets.classifier import has_score_map
 from ..ensemble import Ensemble
 from ..model import Model, channel_affine, noise2inverse_forward, tempered_softmax
 
@@ -39,7 +40,10 @@ class ExportedModel(nn.Module):
 
     Shapes
     ------
-    ``forward``: ``(N, in_channels, *spatial)`` float32 -> ``(N, K, *spatial)`` float32.
+    ``forward``: ``(N, in_channels, *spatial)`` float32 -> ``(N, K, *spatial)`` float32. A detection
+    model's patch classifier gives its score map: the class probabilities of the patch centred on
+    every pixel (``dense_logits``, what ``mixscale detect`` picks peaks from); one with instance or
+    group norm has none and scores patches, ``(N, C, *patch_shape) -> (N, K)``.
     """
 
     def __init__(self, model: Model, *, raw: bool = False) -> None:
@@ -48,6 +52,7 @@ class ExportedModel(nn.Module):
             raise not_allowed("model", getattr(model, "source", model), "a single model file (an ensemble is "
                               "exported member by member: export each model it was made of)")
         self.net = copy.deepcopy(model.net).eval().requires_grad_(False)  # outputs users can .numpy()
+        self.score_map = has_score_map(self.net)
         self.raw = check_bool("raw", raw)
         self.splits = model.info.splits
         self.classes = bool(model.task.classes)
@@ -58,12 +63,20 @@ class ExportedModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.raw:
             x = channel_affine(x, self.input_norm, inverse=True)
-        out = noise2inverse_forward(self.net, x, self.splits) if self.splits else self.net(x)
+        if self.splits:
+            out = noise2inverse_forward(self.net, x, self.splits)
+        else:
+            out = self.net.dense_logits(x) if self.score_map else self.net(x)
         if self.raw:
             return out
         if self.classes:
             return tempered_softmax(out, self.temperature)
         return channel_affine(out.float(), self.target_norm)
+
+
+def fixed_shape(model: Model) -> tuple[int, ...] | None:
+    """The one spatial input shape of the exported graph, or None where it takes any size."""
+    return None if has_score_map(model.net) else model.net.fixed_input_shape
 
 
 def exported_metadata(model: Model, *, raw: bool) -> dict[str, str]:
@@ -73,7 +86,8 @@ def exported_metadata(model: Model, *, raw: bool) -> dict[str, str]:
     info = model.info
     return {"mixscale_version": __version__, "task": info.task, "net": info.net_name,
             "output": "network output (raw)" if raw else ("class probabilities" if model.task.classes
-                                                          else "values in the target's units"),
+                                                          else "values in the target's units")
+            + (" of the patch centred on every pixel" if has_score_map(model.net) else ""),
             "class_names": json.dumps(info.class_names), "context_slices": str(info.context_slices),
             "splits": str(info.splits), "halo": str(model.halo), "in_channels": str(info.in_channels),
             "normalization": json.dumps(info.normalization),
@@ -83,7 +97,7 @@ def exported_metadata(model: Model, *, raw: bool) -> dict[str, str]:
 
 def example_input(model: Model, *, static: bool) -> torch.Tensor:
     """``(2, in_channels, *spatial)`` random input at a size every net takes (its own for a fixed net)."""
-    fixed = model.net.fixed_input_shape
+    fixed = fixed_shape(model)
     if fixed is not None and not static:
         raise ValueError(f"net {model.info.net_name!r} takes only inputs of spatial shape {list(fixed)}, so it "
                          "cannot be exported with dynamic sizes; pass static=True (CLI: --static) to export it "
