@@ -135,3 +135,22 @@ def test_ome_zarr_inputs_open_at_a_level_with_its_voxel_size_in_0_4_and_0_5(tmp_
     np.testing.assert_array_equal(open_image(tmp_path / "v04.zarr")[:], image)
     info = image_info(str(tmp_path / "v04.zarr/1"))
     assert info["voxel_size"] == (1.0, 0.5, 0.5) and info["unit"] == "micrometer" and info["ome_version"] == "0.4"
+
+
+def test_napari_ome_zarr_reads_the_levels_the_voxel_size_and_the_label_colours(tmp_path):
+    reader_plugin = pytest.importorskip("napari_ome_zarr", reason="napari-ome-zarr is not installed")
+    rng = np.random.default_rng(0)
+    image = rng.uniform(size=(2, 40, 70, 50)).astype(np.float32)
+    labels = rng.integers(0, 4, size=(40, 70, 50)).astype(np.uint8)
+    out = str(write_ome_zarr(tmp_path / "x.ome.zarr", image, axes="czyx", labels=labels, voxel_size=(8.0, 4.0, 4.0),
+                             unit="angstrom", levels=3, class_names=["a", "b", "c", "d"]))
+    layers = {kind: (data, kw) for data, kw, kind in reader_plugin.napari_get_reader(out)(out)}
+    data, kw = layers["image"]
+    assert [tuple(a.shape) for a in data] == [(2, 40, 70, 50), (2, 20, 35, 25), (2, 10, 17, 12)]
+    assert kw["channel_axis"] == 0 and list(kw["scale"]) == [8.0, 4.0, 4.0]
+    assert tuple(kw["units"]) == ("angstrom",) * 3
+    np.testing.assert_array_equal(np.asarray(data[0]), image)
+    data, kw = layers["labels"]
+    assert [tuple(a.shape) for a in data] == level_shapes((40, 70, 50), 3, 3)
+    np.testing.assert_array_equal(np.asarray(data[1]), labels[::2, ::2, ::2])
+    assert sorted(kw["colormap"]) == [0, 1, 2, 3] and kw["colormap"][0][3] == 0.0  # class 0 transparent
