@@ -2,10 +2,12 @@
 format") for each weight format at tolerance 1e-4, in a process where mixscale cannot be imported; mixscale
 import restores the attached model file, which reproduces the test output exactly; bad input is refused."""
 
+import ast
 import json
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +15,8 @@ import torch
 import yaml
 
 from mixscale import api
-from mixscale.model import ModelInfo, save_model
+from mixscale.model import ModelInfo, load_model, save_model
+from mixscale.model.export import bioimageio as zoo
 from mixscale.nets import create_net
 
 pytest.importorskip("onnx", reason="zoo packages hold ONNX weights: extra mixscale[onnx]")
@@ -61,6 +64,8 @@ def packages(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("zoo")
     models = {"msd2d": _model(tmp / "msd.safetensors", "msd", 2, depth=8, dilations=[1, 2, 3, 4]),
               "unet3d": _model(tmp / "unet.safetensors", "unet", 3, depth=2, base_channels=4),
+              "smsnet2d": _model(tmp / "smsnet.safetensors", "smsnet", 2, hidden_nodes=4, dilations=[1, 2, 4],
+                                 norm="batch", padding_mode="reflect"),
               "msd_2p5d_regression": _model(tmp / "reg.safetensors", "msd", 2, task="regression", context=1,
                                             depth=4, dilations=[1, 2])}
     return {key: (m, api.export(m, tmp / f"{key}.zip", name=f"mixscale test {key}", authors=("Test Author",)))
@@ -76,8 +81,8 @@ def test_the_zoos_test_model_passes_for_each_weight_format_without_mixscale(pack
                                                             "HOME": str(tmp_path)}, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     results = json.loads(r.stdout.strip().splitlines()[-1])
-    # ONNX and TorchScript for every package; state dict + architecture file for the two MS-Ds
-    assert len(results) == 2 * len(packages) + 2
+    # ONNX, TorchScript and state dict + architecture file for every package (every net here takes any size)
+    assert len(results) == 3 * len(packages)
     assert {k.split(":")[-1] for k in results} == {"onnx", "torchscript", "pytorch_state_dict"}
     for key, (status, failed) in results.items():
         assert status == "passed", (key, failed)
@@ -88,10 +93,18 @@ def test_the_package_describes_the_model(packages):
         names = set(z.namelist())
         rdf = yaml.safe_load(z.read("rdf.yaml"))
     assert {"rdf.yaml", "model.onnx", "model.pt", "test_input.npy", "test_output.npy", "cover.png", "README.md",
-            "mixscale.safetensors", "weights.pt", "msd_architecture.py"} <= names
-    with zipfile.ZipFile(packages["msd2d"][1]) as z:
-        code = z.read("msd_architecture.py").decode().split('"""', 2)[2]  # after the module docstring
-    assert "mixscale" not in code  # the architecture never imports mixscale
+            "mixscale.safetensors", "weights.pt", "architectures.py"} <= names
+    assert rdf["weights"]["pytorch_state_dict"]["architecture"]["callable"] == "MSD"
+    for key, callable_ in (("unet3d", "UNet"), ("smsnet2d", "SMSNet")):
+        with zipfile.ZipFile(packages[key][1]) as z:
+            code = z.read("architectures.py")
+            arch = yaml.safe_load(z.read("rdf.yaml"))["weights"]["pytorch_state_dict"]["architecture"]
+        assert arch["callable"] == callable_ and arch["source"] == "architectures.py"
+        assert arch["kwargs"] == load_model(packages[key][0])[1].net_config  # the net's config() as it is
+    assert code == (Path(zoo.__file__).with_name("architectures.py")).read_bytes()  # copied as it is
+    imports = [n for n in ast.walk(ast.parse(code)) if isinstance(n, (ast.Import, ast.ImportFrom))]
+    assert not any("mixscale" in (getattr(n, "module", None) or "") or any("mixscale" in a.name for a in n.names)
+                   for n in imports)  # the architecture never imports mixscale
     inp, out = rdf["inputs"][0], rdf["outputs"][0]
     assert inp["axes"][1]["channel_names"] == ["channel0_slice-1", "channel0_slice+0", "channel0_slice+1"]
     assert inp["preprocessing"] == [{"id": "fixed_zero_mean_unit_variance",
@@ -121,8 +134,6 @@ def test_a_package_whose_model_file_was_changed_is_refused(packages, tmp_path):
     model, package = packages["msd2d"]
     other = _model(tmp_path / "other.safetensors", "msd", 2, depth=8, dilations=[1, 2, 3, 4])
     with torch.no_grad():  # the same architecture with other weights
-        from mixscale.model import load_model
-
         net, info = load_model(other)
         net.final_bias.add_(0.5)
         save_model(tmp_path / "other.safetensors", net, info)

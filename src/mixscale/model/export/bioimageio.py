@@ -1,6 +1,8 @@
 """A BioImage Model Zoo package (bioimageio.spec 0.5) of one model: ``rdf.yaml``, ONNX and TorchScript
-weights (self-contained: they run without mixscale), test input and output, cover, documentation, and
-the mixscale model file attached, so that :func:`import_package` restores it without unpickling.
+weights and, for every net that takes any input size (not Noise2Inverse), ``pytorch_state_dict`` weights
+with the plain-torch architecture file :mod:`~mixscale.model.export.architectures` (all self-contained:
+they run without mixscale), test input and output, cover, documentation, and the mixscale model file
+attached, so that :func:`import_package` restores it without unpickling.
 
 The weights are the network alone (:class:`~mixscale.model.export.graph.ExportedModel` with
 ``raw=True``); the training's normalisation is the package's preprocessing
@@ -13,6 +15,7 @@ target's units by ``scale_linear``. Every axis but batch and channel is a space 
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import re
 import shutil
@@ -31,7 +34,7 @@ logger = logging.getLogger(__name__)
 PAPER = {"text": "Pelt, D.M. & Sethian, J.A. A mixed-scale dense convolutional neural network for image "
                  "analysis. PNAS 115 (2), 254-259 (2018)", "doi": "10.1073/pnas.1715832114"}
 MODEL_FILE = "mixscale.safetensors"
-ARCHITECTURE_FILE = "msd_architecture.py"
+ARCHITECTURE_FILE = "architectures.py"
 SPACE_AXES = {2: ("y", "x"), 3: ("z", "y", "x")}
 
 
@@ -143,7 +146,8 @@ def _readme(model: Model, name: str) -> str:
     if info.splits:
         lines.append(f"- Noise2Inverse: the channels are {info.splits} subset reconstructions; the output is the mean "
                      "over the combinations")
-    lines += ["", "The weights (ONNX, TorchScript) run without mixscale. The attached `mixscale.safetensors` is the "
+    formats = "ONNX, TorchScript, PyTorch state dict" if has_plain_architecture(model) else "ONNX, TorchScript"
+    lines += ["", f"The weights ({formats}) run without mixscale. The attached `mixscale.safetensors` is the "
               "mixscale model file: `mixscale import package.zip -o model.safetensors` restores it.", "",
               "Cite: " + PAPER["text"] + f", doi:{PAPER['doi']}.", ""]
     return "\n".join(lines)
@@ -169,30 +173,45 @@ def _rdf(model: Model, *, name: str, description: str, authors: list[str], licen
                                     "context_slices": model.info.context_slices, "splits": model.info.splits}}}
 
 
+#: the class of the architecture file for each net it covers (every net of the zoo that takes any size)
+PLAIN_ARCHITECTURES = {"msd": "MSD", "unet": "UNet", "unet3plus": "UNet3Plus", "smsnet": "SMSNet",
+                       "random_unet": "RandomUNet"}
+
+
 def has_plain_architecture(model: Model) -> bool:
-    """Whether the package can hold ``pytorch_state_dict`` weights: an MS-D without normalisation layers
-    and without Noise2Inverse's combinations (the architecture file is the plain network)."""
-    return model.info.net_name == "msd" and getattr(model.net, "norms", None) is None and not model.info.splits
+    """Whether the package can hold ``pytorch_state_dict`` weights: a net of :data:`PLAIN_ARCHITECTURES`
+    (MS-D with or without batch norm, U-Net, UNet 3+, SMSNet, random U-Net), without Noise2Inverse's
+    combinations (the architecture file is the plain network)."""
+    return model.info.net_name in PLAIN_ARCHITECTURES and not model.info.splits
+
+
+def _architecture_kwargs(model: Model) -> dict:
+    """The net's ``config()``, JSON- and YAML-safe: the keyword arguments of its plain class."""
+    return json.loads(json.dumps(model.net.config()))
 
 
 def _state_dict_weights(model: Model) -> dict:
     if not has_plain_architecture(model):
         return {}
-    net = model.net
-    kwargs = {"spatial_dims": net.spatial_dims, "in_channels": net.in_channels, "out_channels": net.out_channels,
-              "channel_dilations": [list(map(int, row)) for row in net.channel_dilations]}
+    callable_ = PLAIN_ARCHITECTURES[model.info.net_name]
     return {"pytorch_state_dict": {"source": "weights.pt", "pytorch_version": _torch_version(),
-                                   "architecture": {"source": ARCHITECTURE_FILE, "callable": "MSD",
-                                                    "kwargs": kwargs}}}
+                                   "architecture": {"source": ARCHITECTURE_FILE, "callable": callable_,
+                                                    "kwargs": _architecture_kwargs(model)}}}
 
 
 def _write_state_dict(model: Model, folder: Path) -> None:
+    """``weights.pt`` (the plain state dict) and a copy of the architecture file, checked to load strictly."""
     import torch
 
-    if has_plain_architecture(model):
-        state = {k: v.detach().clone().contiguous() for k, v in model.net.state_dict().items()}
-        torch.save(state, folder / "weights.pt")
-        shutil.copyfile(Path(__file__).with_name(ARCHITECTURE_FILE), folder / ARCHITECTURE_FILE)
+    from . import architectures
+
+    if not has_plain_architecture(model):
+        return
+    state = {k: v.detach().cpu().clone().contiguous() for k, v in model.net.state_dict().items()}
+    plain = getattr(architectures, PLAIN_ARCHITECTURES[model.info.net_name])(**_architecture_kwargs(model))
+    plain.load_state_dict(state, strict=True)  # a mismatch is a mixscale bug: never write a package that fails
+    torch.save(state, folder / "weights.pt")
+    shutil.copyfile(Path(architectures.__file__), folder / ARCHITECTURE_FILE)
 
 
 def _torch_version() -> str:
