@@ -41,7 +41,7 @@ def _settings(**over):
                 val_fraction=0.2, label_convention="dense", num_classes=None, class_names=None, ignore_index=-1,
                 channel_axis=None, spatial_dims=2, patch_shape=[16, 16], slice_axis=0, context_slices=0,
                 samples_per_epoch=8, val_samples=4, batch_size=2, num_workers=0, label_fraction=0.0,
-                bootstrap=False, augment={})
+                bootstrap=False, lazy=False, augment={})
     return DataSettings(**{**base, **over})
 
 

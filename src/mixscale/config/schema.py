@@ -77,6 +77,9 @@ class DataConfig(_Strict):
     label_fraction: float = Field(0.9, ge=0, le=1)
     # train on a block bootstrap of the labelled training data (blocks = patches), drawn by the run's seed
     bootstrap: bool = False
+    # leave the images on disk and keep only the labelled planes of the label volumes (segmentation of
+    # volumes): true, false, or auto (when a training image holds more than 1 GiB)
+    lazy: bool | Literal["auto"] = "auto"
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
     @model_validator(mode="after")

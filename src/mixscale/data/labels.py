@@ -152,10 +152,24 @@ def check_label_convention(labels, *, convention: str, num_classes: int) -> list
     """
     _check_options(convention, num_classes)
     arr = _as_integer(labels).ravel()
-    n = max(arr.size, 1)
+    messages = convention_findings(value_counts(arr, num_classes), arr.size, convention=convention,
+                                   num_classes=num_classes)
+    for message in messages:
+        warnings.warn(message, LabelConventionWarning, stacklevel=2)
+    return messages
+
+
+def value_counts(labels, num_classes: int) -> np.ndarray:
+    """``(num_classes + 1,)`` counts of the values 0..num_classes in an integer label array (others skipped)."""
+    arr = np.asarray(labels).ravel()
+    return np.bincount(arr[(arr >= 0) & (arr <= num_classes)].astype(np.int64), minlength=num_classes + 1)
+
+
+def convention_findings(counts: np.ndarray, size: int, *, convention: str, num_classes: int) -> list[str]:
+    """The findings of :func:`check_label_convention` from the value counts of ``size`` pixels (which
+    may have been counted slab by slab)."""
+    n = max(size, 1)
     messages = []
-    in_range = arr[(arr >= 0) & (arr <= num_classes)]
-    counts = np.bincount(in_range, minlength=num_classes + 1)
     if convention == "dense":
         class_counts = counts[:num_classes]
         if counts[0] / n > SCRIBBLE_LIKE_ZERO_FRACTION and counts[num_classes] > 0:
@@ -178,9 +192,7 @@ def check_label_convention(labels, *, convention: str, num_classes: int) -> list
     labelled = int(class_counts.sum())
     if labelled / n < MIN_LABELLED_FRACTION:
         messages.append(
-            f"only {labelled} of {arr.size} pixels ({100 * labelled / n:.3g} %) are labelled; "
+            f"only {labelled} of {size} pixels ({100 * labelled / n:.3g} %) are labelled; "
             "training will see very few examples"
         )
-    for message in messages:
-        warnings.warn(message, LabelConventionWarning, stacklevel=2)
     return messages

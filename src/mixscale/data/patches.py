@@ -20,6 +20,7 @@ import numpy as np
 
 from .._checks import check_float, check_int, check_shape, not_allowed
 from .bootstrap import labelled_mask
+from .sparse import PlaneLabels
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ class PatchSampler:
         return int(self.images[0].shape[0]) * (2 * self.context_slices + 1)
 
     def _check_pairs(self, images, labels):
-        images, labels = list(images), [np.asarray(lab) for lab in labels]
+        images, labels = list(images), [lab if isinstance(lab, PlaneLabels) else np.asarray(lab) for lab in labels]
         if not images or len(images) != len(labels):
             raise ValueError(
                 f"images and labels must be non-empty lists of equal length, got {len(images)} and {len(labels)}"
@@ -186,6 +187,9 @@ class PatchSampler:
     def _index_labels(self, weights) -> None:
         self._flat_labelled, self._n_labelled = [], []
         for i, (lab, w) in enumerate(zip(self.labels, weights)):
+            if isinstance(lab, PlaneLabels):  # labelled planes of a volume left on disk
+                self._index_planes(i, lab, w)
+                continue
             mask = labelled_mask(lab, ignore_index=self.ignore_index)
             if not self.regression:
                 if (lab[mask] < 0).any():
@@ -208,6 +212,16 @@ class PatchSampler:
         if sum(self._n_labelled) == 0:
             logger.warning("PatchSampler: no labelled pixels; all patches are uniform and unlabelled")
         logger.info("PatchSampler: %d images, %d labelled pixels", len(self.images), sum(self._n_labelled))
+
+    def _index_planes(self, i: int, lab: PlaneLabels, weights) -> None:
+        if weights is not None:
+            raise ValueError(f"labels[{i}] is held by its labelled planes (lazy training data): weights (a "
+                             "bootstrap) need whole label maps")
+        if any((v[v != self.ignore_index] < 0).any() for v in lab.planes.values()):
+            raise ValueError(f"labels[{i}] holds negative values other than ignore_index={self.ignore_index}")
+        flat = lab.labelled_flat(self.ignore_index)
+        self._flat_labelled.append(flat)
+        self._n_labelled.append(int(flat.size))
 
     # -- drawing ----------------------------------------------------------------
 

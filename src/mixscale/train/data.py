@@ -12,6 +12,8 @@ from ..data import (Augmentation, LabelConventionWarning, Normalization, PatchDa
                     check_label_convention, compute_normalization, open_image, pixel_split, prepare_labels,
                     read_image, split_images)
 from ..data.bootstrap import block_bootstrap, labelled_mask
+from ..data.io import image_info
+from ..data.sparse import ChannelsFirst, PlaneLabels, sample_planes, scan_label_planes
 
 from .settings import DataSettings, TrainingData, addresses, to_channels_first
 
@@ -27,6 +29,8 @@ def load_pairs(images, labels, s: DataSettings, *, hashes: list | None = None) -
     """
     if s.task.targets == "subsets":
         return load_subset_pairs(images, s, hashes=hashes)
+    if use_lazy(images, s):
+        return load_lazy_pairs(images, labels, s, hashes=hashes)
     reconstruct = s.task.targets == "inputs"  # targets are the images themselves: no label files
     img_paths = addresses(images)
     lab_paths = img_paths if reconstruct else addresses(labels)
@@ -64,6 +68,70 @@ def load_pairs(images, labels, s: DataSettings, *, hashes: list | None = None) -
         xs.append(x)
         ys.append(y)
     return xs, ys
+
+
+#: data.lazy='auto' leaves the training data on disk when an image holds more than this
+LAZY_BYTES = 2**30
+
+
+def use_lazy(images, s: DataSettings) -> bool:
+    """Whether the images stay on disk (``data.lazy``; 'auto': a training image above :data:`LAZY_BYTES`).
+
+    Lazy data are for segmentation (label files) without a bootstrap; 'auto' reads the others whole.
+    """
+    supported = s.task.targets == "labels" and not s.bootstrap
+    if s.lazy is True and not supported:
+        raise not_allowed("data.lazy", True, "false or 'auto' for this run: training data stay on disk for "
+                          "segmentation from label files without data.bootstrap")
+    if s.lazy is not True and (s.lazy is False or not supported):
+        return False
+    return s.lazy is True or any(image_info(ip)["nbytes"] > LAZY_BYTES for ip in addresses(images))
+
+
+def load_lazy_pairs(images, labels, s: DataSettings, *, hashes: list | None = None):
+    """Lazy ``(C, *S)`` views of the images and the labelled planes of the label volumes.
+
+    Only the label volumes are read (slab by slab, :func:`~mixscale.data.sparse.scan_label_planes`);
+    the images are read patch by patch while training (and once, slab by slab, for their hash).
+    """
+    img_paths, lab_paths = addresses(images), addresses(labels)
+    if len(img_paths) != len(lab_paths):
+        raise ValueError(f"{len(img_paths)} image entries but {len(lab_paths)} label entries; they must pair up")
+    xs, ys = [], []
+    for ip, lp in zip(img_paths, lab_paths):
+        raw = open_image(ip)
+        x = ChannelsFirst(raw, channel_axis=s.channel_axis)
+        if x.ndim != 4:
+            raise not_allowed("data.lazy", s.lazy, f"false for image {ip} of shape {tuple(raw.shape)}: training "
+                              "data stay on disk for volumes (3 spatial axes)")
+        y = scan_label_planes(open_image(lp), convention=s.label_convention, num_classes=s.num_classes,
+                              ignore_index=s.ignore_index)
+        if x.shape[1:] != y.shape:
+            raise ValueError(f"image {ip} has spatial shape {x.shape[1:]} but labels {lp} have {y.shape}")
+        check_geometry(x.shape[1:], ip, s)
+        if hashes is not None:
+            hashes.append(array_sha256(raw))
+        xs.append(x)
+        ys.append(y)
+    logger.info("training data stay on disk: %d volume(s), %d labelled plane(s)", len(xs),
+                sum(len(y.planes) for y in ys))
+    return xs, ys
+
+
+def _split_planes(y: PlaneLabels, s: DataSettings) -> tuple[PlaneLabels, PlaneLabels]:
+    """A pixel split of each labelled plane (seeded per plane)."""
+    parts = {k: pixel_split(v, val_fraction=s.val_fraction, ignore_index=s.ignore_index, seed=s.seed + k)
+             for k, v in y.planes.items()}
+    return y.with_planes({k: p[0] for k, p in parts.items()}), y.with_planes({k: p[1] for k, p in parts.items()})
+
+
+def data_normalization(images, targets) -> Normalization:
+    """Per-channel statistics of the training images: all their pixels, or for images left on disk the
+    labelled planes and evenly spaced others (:func:`~mixscale.data.sparse.sample_planes`)."""
+    if not any(isinstance(y, PlaneLabels) for y in targets):
+        return compute_normalization(images, channel_axis=0)
+    sample = [p for x, y in zip(images, targets) for p in sample_planes(x, y.planes)]
+    return compute_normalization(sample, channel_axis=0)
 
 
 def subset_axis(s: DataSettings) -> int:
@@ -168,14 +236,15 @@ def split_train_val(xs, ys, s: DataSettings):
     if s.task.image_targets:
         ty, vy = _regression_split(ys, s)
     else:
-        pairs = [pixel_split(y, val_fraction=s.val_fraction, ignore_index=s.ignore_index, seed=s.seed)
-                 for y in ys]
+        pairs = [_split_planes(y, s) if isinstance(y, PlaneLabels) else
+                 pixel_split(y, val_fraction=s.val_fraction, ignore_index=s.ignore_index, seed=s.seed) for y in ys]
         ty, vy = [p[0] for p in pairs], [p[1] for p in pairs]
     return xs, ty, xs, vy
 
 
 def _labelled(targets, s: DataSettings) -> int:
-    return sum(int(np.count_nonzero(labelled_mask(np.asarray(t), ignore_index=s.ignore_index))) for t in targets)
+    return sum(t.count_labelled(s.ignore_index) if isinstance(t, PlaneLabels) else
+               int(np.count_nonzero(labelled_mask(np.asarray(t), ignore_index=s.ignore_index))) for t in targets)
 
 
 def _unlabelled_value(s: DataSettings) -> str:
@@ -246,7 +315,7 @@ def build_training_data(s: DataSettings) -> TrainingData:
     xs, ys = load_pairs(s.train_images, s.train_labels, s, hashes=hashes)
     tx, ty, vx, vy = split_train_val(xs, ys, s)
     check_labelled(ys, ty, vy, s)
-    norm = compute_normalization(tx, channel_axis=0)
+    norm = data_normalization(tx, ty)
     target_norm = None
     if s.task.image_targets:  # reconstruction: the target is exactly the normalised input
         target_norm = norm if s.task.targets == "inputs" else target_normalization(ty)

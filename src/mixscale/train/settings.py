@@ -50,6 +50,7 @@ class DataSettings:
     num_workers: int
     label_fraction: float
     bootstrap: bool
+    lazy: bool | str
     augment: dict
 
 
