@@ -63,7 +63,7 @@ def test_a_volume_with_three_labelled_slices_trains_reading_only_patches(volume,
         return _Counting(real_open(address), reads[kind])
 
     monkeypatch.setattr(train_data, "open_image", counting_open)
-    monkeypatch.setattr(sparse, "SLAB_BYTES", 20000)  # slabs of one chunk (4 planes), as a big volume has
+    monkeypatch.setattr(sparse, "SLAB_BYTES", 100_000)  # slabs of 4 planes (one chunk), as a big volume has
     result = api.train(_config(tmp_path, lazy=True))
     slab_reads = [r for r in reads["image"] if r[1:] == SHAPE[1:] and r[0] > 1]
     planes = [r for r in reads["image"] if r[1:] == SHAPE[1:] and r[0] == 1]
@@ -71,7 +71,7 @@ def test_a_volume_with_three_labelled_slices_trains_reading_only_patches(volume,
     assert sum(r[0] for r in slab_reads) == SHAPE[0]  # the hash: one sequential pass, slab by slab
     assert len(planes) <= 16  # the normalisation sample: labelled planes and evenly spaced ones
     assert patches and all(r == (1, 32, 32) for r in patches)  # training and validation: patch windows only
-    assert [r[0] for r in reads["labels"]] == [4] * 6  # the label volume: scanned once, one slab at a time
+    assert [r[0] for r in reads["labels"]] == [1] * SHAPE[0]  # the label volume: scanned once, a plane at a time
     pred = api.predict(result.model_path, image, slice_axis=0)
     truth = np.zeros(SHAPE, np.uint8)
     truth[:, 16:40, 20:60] = 1

@@ -17,17 +17,23 @@ from .labels import LabelConventionWarning, convention_findings, prepare_labels,
 
 logger = logging.getLogger(__name__)
 
-#: bytes read at once while scanning a volume
-SLAB_BYTES = 64 * 2**20
+#: bytes a slab may take while a volume is scanned
+SLAB_BYTES = 32 * 2**20
 
 
-def slab_step(array) -> int:
-    """Planes (along axis 0) per read of about :data:`SLAB_BYTES`, on the chunk grid when there is one."""
-    plane = int(np.prod(array.shape[1:], dtype=np.int64)) * np.dtype(array.dtype).itemsize
+def slab_step(array, *, itemsize: int | None = None) -> int:
+    """Planes (along axis 0) per read of at most :data:`SLAB_BYTES` (at least one plane), whole chunks
+    where the budget holds one or more.
+
+    ``itemsize`` is the bytes per element the slab takes once read (default: the array's), e.g. 8 for
+    labels that become int64.
+    """
+    size = np.dtype(array.dtype).itemsize if itemsize is None else itemsize
+    plane = int(np.prod(array.shape[1:], dtype=np.int64)) * size
     step = max(1, SLAB_BYTES // max(plane, 1))
     chunks = getattr(array, "chunks", None)
-    if chunks and chunks[0]:
-        step = max(chunks[0], step // chunks[0] * chunks[0])
+    if chunks and chunks[0] and step >= chunks[0]:
+        step = step // chunks[0] * chunks[0]
     return int(step)
 
 
@@ -127,7 +133,7 @@ def scan_label_planes(labels, *, convention: str, num_classes: int | None, ignor
     -------
     PlaneLabels
     """
-    step, planes = slab_step(labels), {}
+    step, planes = slab_step(labels, itemsize=8 * 3), {}  # int64 labels, and masks of them
     counts = np.zeros(num_classes + 1, np.int64)
     for start in range(0, labels.shape[0], step):
         slab = np.asarray(labels[start:start + step])
