@@ -115,5 +115,13 @@ def test_auto_stays_in_memory_for_small_data_and_lazy_refuses_what_it_cannot_do(
     monkeypatch.setattr(train_data, "LAZY_BYTES", 1000)
     big = build_data(load_config(_config(tmp_path)))
     assert isinstance(big.train.sampler.labels[0], PlaneLabels)
+    from mixscale.data import write_image
+
+    write_image(str(tmp_path / "flat.tif"), np.zeros((64, 80), np.float32))  # a 2D image above the limit
+    write_image(str(tmp_path / "flat_labels.tif"), np.tile(np.array([0, 1, 2], np.uint8), 64 * 80 // 3 + 1)[
+        :64 * 80].reshape(64, 80))
+    flat = build_data(load_config(_config(tmp_path, train_images=str(tmp_path / "flat.tif"),
+                                          train_labels=str(tmp_path / "flat_labels.tif"))))
+    assert isinstance(flat.train.sampler.labels[0], np.ndarray)  # 'auto' leaves only volumes on disk
     with pytest.raises(ValueError, match="data.lazy=True is not allowed.*without data.bootstrap"):
         build_data(load_config(_config(tmp_path, lazy=True, bootstrap=True)))

@@ -75,9 +75,10 @@ LAZY_BYTES = 2**30
 
 
 def use_lazy(images, s: DataSettings) -> bool:
-    """Whether the images stay on disk (``data.lazy``; 'auto': a training image above :data:`LAZY_BYTES`).
+    """Whether the images stay on disk (``data.lazy``; 'auto': volumes, one of them above :data:`LAZY_BYTES`).
 
-    Lazy data are for segmentation (label files) without a bootstrap; 'auto' reads the others whole.
+    Lazy data are for segmentation of volumes (label files) without a bootstrap; 'auto' reads the
+    others whole.
     """
     supported = s.task.targets == "labels" and not s.bootstrap
     if s.lazy is True and not supported:
@@ -85,7 +86,11 @@ def use_lazy(images, s: DataSettings) -> bool:
                           "segmentation from label files without data.bootstrap")
     if s.lazy is not True and (s.lazy is False or not supported):
         return False
-    return s.lazy is True or any(image_info(ip)["nbytes"] > LAZY_BYTES for ip in addresses(images))
+    if s.lazy is True:
+        return True
+    infos = [image_info(ip) for ip in addresses(images)]
+    space = [len(info["shape"]) - (s.channel_axis is not None) for info in infos]
+    return all(n == 3 for n in space) and any(info["nbytes"] > LAZY_BYTES for info in infos)
 
 
 def load_lazy_pairs(images, labels, s: DataSettings, *, hashes: list | None = None):
