@@ -78,7 +78,7 @@ class DataConfig(_Strict):
     # train on a block bootstrap of the labelled training data (blocks = patches), drawn by the run's seed
     bootstrap: bool = False
     # leave the images on disk and keep only the labelled planes of the label volumes (segmentation of
-    # volumes): true, false, or auto (when a training image holds more than 1 GiB)
+    # volumes): true, false, or auto (volumes, when one of them holds more than 1 GiB)
     lazy: bool | Literal["auto"] = "auto"
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
