@@ -13,6 +13,7 @@ import csv
 import json
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -266,35 +267,38 @@ def detect(model, image, *, threshold: float = 0.5, min_distance: float = 3.0, s
         raise ValueError(f"{model} is an ensemble file; detect takes a single detection model file")
     loaded = Model.load(model, device=device)
     array = _read_array(image)
+    write = None
+    if output is not None:
+        shape = array.shape if channel_axis is None else np.delete(array.shape, channel_axis).tolist()
+        write = _points_writer(output, image, tuple(shape), star=star, voxel_size=voxel_size, binning=binning)
     result = detect_array(loaded, array, threshold=threshold, min_distance=min_distance,
                           stride=stride, batch_size=batch_size, tta=tta, device=device, channel_axis=channel_axis,
                           tile_shape=tile_shape)
-    if output is not None:
-        shape = array.shape if channel_axis is None else np.delete(array.shape, channel_axis).tolist()
-        _write_points(output, result, image, shape, star=star, voxel_size=voxel_size, binning=binning)
+    if write is not None:
+        write(result)
         logger.info("%d detections written to %s", len(result["points"]), output)
     return result
 
 
-def _write_points(output, result: dict, image, shape, *, star, voxel_size, binning) -> None:
-    """Detections as a points CSV, or as RELION STAR with the image's shape and voxel size in Angstrom."""
+def _points_writer(output, image, shape: tuple, *, star, voxel_size, binning):
+    """What writes the detections to ``output``: a points CSV, or RELION STAR with the image's shape and
+    voxel size in Angstrom, everything it needs checked now (before the detection runs)."""
     from .data import write_points_csv
     from .data.geometry import in_angstrom
     from .data.io import recorded_geometry
-    from .data.star import write_points_star
+    from .data.star import star_coordinates, write_points_star
 
     if Path(output).suffix.lower() != ".star":
-        write_points_csv(output, result["points"], result["classes"], result["scores"])
-        return
-    ndim = result["points"].shape[1]
-    convention = star or ("relion5" if ndim == 3 else "relion4")
+        return lambda r: write_points_csv(output, r["points"], r["classes"], r["scores"])
+    convention = star or ("relion5" if len(shape) == 3 else "relion4")
     if voxel_size is None and convention == "relion5":
-        found = recorded_geometry(image, ndim)
+        found = recorded_geometry(image, len(shape))
         voxel_size = in_angstrom(found["voxel_size"], found.get("unit")) if found else None
-    name = Path(str(image).split(":")[0]).stem if isinstance(image, (str, os.PathLike)) else "image"
-    write_points_star(output, result["points"], result["classes"], result["scores"], convention=convention,
-                      name=name.split(".")[0] or "image", shape=tuple(shape), voxel_size=voxel_size,
-                      binning=binning)
+    geometry = {"convention": convention, "shape": shape, "voxel_size": voxel_size, "binning": binning}
+    star_coordinates(np.zeros((0, len(shape))), **geometry)  # refuses what the file could not hold
+    stem = Path(str(image).split(":")[0]).name.split(".")[0] if isinstance(image, (str, os.PathLike)) else ""
+    name = re.sub(r"[\s'\"]+", "_", stem) or "image"
+    return lambda r: write_points_star(output, r["points"], r["classes"], r["scores"], name=name, **geometry)
 
 
 def calibrate(model, images, labels, output, *, alpha: float | None = 0.1, score: str = "lac",

@@ -115,6 +115,9 @@ def test_detect_writes_relion5_with_the_tomograms_voxel_size(tmp_path, tomogram)
     expected = ((found["points"] - centre) * voxel)[:, ::-1]
     got = df[["rlnCenteredCoordinateXAngst", "rlnCenteredCoordinateYAngst", "rlnCenteredCoordinateZAngst"]]
     np.testing.assert_allclose(got.to_numpy(), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="needs the voxel size in Angstrom"):  # before any detection runs
+        api.detect(model, np.zeros((12, 20, 24), np.float32), output=tmp_path / "r.star")
+    assert not (tmp_path / "r.star").exists()
     given = api.detect(model, volume, threshold=0.0, min_distance=4, output=tmp_path / "q.star", voxel_size=10.0)
     np.testing.assert_allclose(read_points_star(tmp_path / "q.star", shape=(12, 20, 24), voxel_size=10.0)[0],
                                given["points"], atol=1e-6)
