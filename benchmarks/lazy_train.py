@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from msd import reset_peak, rss_mb  # noqa: E402  (same-folder helper)
+from msd import reset_peak, rss_mb, run_child  # noqa: E402  (same-folder helper)
 
 LABELLED_FRACTIONS = (0.25, 0.5, 0.75)
 
@@ -73,21 +72,13 @@ def child(args) -> dict:
     return {"seconds": time.perf_counter() - t0, "baseline_mb": base, "peak_mb": rss_mb("VmHWM")}
 
 
-def run_child(**kw) -> dict:
-    cmd = [sys.executable, __file__, "--child"] + [f"--{k.replace('_', '-')}={v}" for k, v in kw.items()]
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(out.stderr.strip()[-3000:])
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def measure(slices: int, size: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         t0 = time.perf_counter()
         image, labels = make_volume(folder, slices, size)
         made = time.perf_counter() - t0
-        r = run_child(image=image, labels=labels, run_dir=folder / "run")
+        r = run_child(__file__, image=image, labels=labels, run_dir=folder / "run")
     return {**r, "write_seconds": made, "volume_mb": slices * size * size / 2**20, "slices": slices}
 
 

@@ -67,6 +67,16 @@ def reset_peak() -> None:
         pass
 
 
+def run_child(script: str, **options) -> dict:
+    """Run ``script --child --key=value ...`` in a fresh process (its own peak RSS) and return the JSON
+    object of its last output line; a failure raises with the end of its stderr."""
+    cmd = [sys.executable, script, "--child"] + [f"--{k.replace('_', '-')}={v}" for k, v in options.items()]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr.strip()[-3000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def worker(args) -> dict:
     """One configuration, in this process; returns times and peak memory."""
     import torch

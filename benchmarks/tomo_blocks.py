@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from msd import reset_peak, rss_mb  # noqa: E402  (same-folder helper)
+from msd import reset_peak, rss_mb, run_child  # noqa: E402  (same-folder helper)
 
 CONTEXT = 2
 
@@ -81,14 +80,6 @@ def child(args) -> dict:
             "peak_mb": rss_mb("VmHWM")}
 
 
-def run_child(**kw) -> dict:
-    cmd = [sys.executable, __file__, "--child"] + [f"--{k}={v}" for k, v in kw.items()]
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(out.stderr.strip()[-2000:])
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def compare_crop(folder: Path, volume: str, model: Path, blocks_out: str, slices: int, size: int) -> float:
     """Max |difference| between the block-wise prediction and a whole prediction of slices 3/8..1/2."""
     import numpy as np
@@ -97,7 +88,8 @@ def compare_crop(folder: Path, volume: str, model: Path, blocks_out: str, slices
     z0, z1 = (3 * slices) // 8, slices // 2
     crop = zarr.open_array(volume, mode="r")[z0:z1]
     zarr.create_array(str(folder / "crop.zarr"), data=crop, chunks=crop.shape)
-    run_child(model=model, input=folder / "crop.zarr", output=folder / "crop_pred.zarr", block=z1 - z0, size=size)
+    run_child(__file__, model=model, input=folder / "crop.zarr", output=folder / "crop_pred.zarr", block=z1 - z0,
+              size=size)
     whole = zarr.open_array(str(folder / "crop_pred.zarr" / "prediction"), mode="r")[CONTEXT:-CONTEXT]
     blocks = zarr.open_array(f"{blocks_out}/prediction", mode="r")[z0 + CONTEXT:z1 - CONTEXT]
     return float(np.abs(whole - blocks).max() / max(np.abs(whole).max(), 1e-12))
@@ -125,7 +117,7 @@ def main() -> None:
         made = time.perf_counter() - t0
         model = make_model(folder / "model.safetensors", args.depth)
         out = str(folder / "pred.zarr")
-        r = run_child(model=model, input=volume, output=out, block=args.block, size=args.size)
+        r = run_child(__file__, model=model, input=volume, output=out, block=args.block, size=args.size)
         diff = compare_crop(folder, volume, model, out, slices, args.size)
     volume_mb = slices * args.size ** 2 * 4 / 2**20
     print(f"| volume | block | reconstruction s | predict s | Mvoxels/s | peak RSS above baseline MB | "

@@ -25,14 +25,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from msd import machine_bounds, reset_peak, rss_mb  # noqa: E402  (same-folder helpers)
+from msd import machine_bounds, reset_peak, rss_mb, run_child  # noqa: E402  (same-folder helpers)
 
 BATCHES = [(4, 128), (2, 256), (1, 512)]
 TASKS = [5, 1]  # classes (CE + Dice), or 1: one regression output (MSE)
@@ -122,14 +121,6 @@ def child(args) -> dict:
     return {"step_s": statistics.median(steps), "val_s": timer.val, "peak_mb": rss_mb("VmHWM") - base}
 
 
-def run_child(**kw) -> dict:
-    cmd = [sys.executable, __file__, "--child"] + [f"--{k.replace('_', '-')}={v}" for k, v in kw.items()]
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(out.stderr.strip()[-3000:])
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="4x128^2 with 5 classes only")
@@ -157,18 +148,16 @@ def main() -> None:
             for batch, size in batches:
                 rows = {}
                 for name, net in NETS.items():
-                    r = run_child(image=image, labels=labels, run_dir=folder / f"run_{name}_{classes}_{batch}",
-                                  net=json.dumps(net), classes=classes, batch=batch, size=size)
+                    r = run_child(__file__, image=image, labels=labels, net=json.dumps(net), classes=classes,
+                                  batch=batch, size=size, run_dir=folder / f"run_{name}_{classes}_{batch}")
                     r["mpix"] = batch * size * size / r["step_s"] / 1e6
                     r["bound"] = step_flops(net, classes, batch, size) / r["step_s"] / 1e9 / bounds["matmul_gflops"]
                     rows[name] = r
                 ratio = rows["msd"]["mpix"] / rows["unet"]["mpix"]
                 for name, r in rows.items():
+                    last = f"{ratio:.2f}" if name == "msd" else ""
                     print(f"| {name} | {batch}x{size}^2 | {classes} | {r['step_s']:.3f} | {r['mpix']:.3f} | "
-                          f"{r['val_s']:.2f} | {100 * r['bound']:.0f} | {r['peak_mb']:.0f} | "
-                          f"{ratio:.2f} |" if name == "msd" else
-                          f"| {name} | {batch}x{size}^2 | {classes} | {r['step_s']:.3f} | {r['mpix']:.3f} | "
-                          f"{r['val_s']:.2f} | {100 * r['bound']:.0f} | {r['peak_mb']:.0f} | |", flush=True)
+                          f"{r['val_s']:.2f} | {100 * r['bound']:.0f} | {r['peak_mb']:.0f} | {last} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,18 @@ def _environment_restored():
         os.environ.update(before)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: one intra-op thread avoids thread-pool contention on a busy 2-core machine
+    (a module asks for it with ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def tiny_dataset(tmp_path):
     """Two 40x40 images with two classes (bright squares on a dark background), as TIFF files."""

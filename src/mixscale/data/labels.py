@@ -165,9 +165,11 @@ def value_counts(labels, num_classes: int) -> np.ndarray:
     return np.bincount(arr[(arr >= 0) & (arr <= num_classes)].astype(np.int64), minlength=num_classes + 1)
 
 
-def convention_findings(counts: np.ndarray, size: int, *, convention: str, num_classes: int) -> list[str]:
+def convention_findings(counts: np.ndarray, size: int, *, convention: str, num_classes: int,
+                        few_labelled: bool = True) -> list[str]:
     """The findings of :func:`check_label_convention` from the value counts of ``size`` pixels (which
-    may have been counted slab by slab)."""
+    may have been counted slab by slab); ``few_labelled=False`` leaves out the one on a small labelled
+    fraction (a few labelled planes of a large volume are the point of sparse labels)."""
     n = max(size, 1)
     messages = []
     if convention == "dense":
@@ -190,7 +192,7 @@ def convention_findings(counts: np.ndarray, size: int, *, convention: str, num_c
     for c in np.flatnonzero(class_counts == 0):
         messages.append(f"class {c} (stored as value {c + offset}) has no labelled pixels")
     labelled = int(class_counts.sum())
-    if labelled / n < MIN_LABELLED_FRACTION:
+    if few_labelled and labelled / n < MIN_LABELLED_FRACTION:
         messages.append(
             f"only {labelled} of {size} pixels ({100 * labelled / n:.3g} %) are labelled; "
             "training will see very few examples"

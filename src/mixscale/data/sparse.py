@@ -142,9 +142,9 @@ def scan_label_planes(labels, *, convention: str, num_classes: int | None, ignor
         for j in np.flatnonzero((slab != ignore_index).reshape(len(slab), -1).any(axis=1)):
             planes[start + int(j)] = slab[j].copy()
     size = int(np.prod(labels.shape, dtype=np.int64))
-    for message in convention_findings(counts, size, convention=convention, num_classes=num_classes):
-        if not message.startswith("only "):  # a few labelled planes of a large volume are the point here
-            warnings.warn(message, LabelConventionWarning, stacklevel=2)
+    for message in convention_findings(counts, size, convention=convention, num_classes=num_classes,
+                                       few_labelled=False):
+        warnings.warn(message, LabelConventionWarning, stacklevel=2)
     logger.info("label volume %s: %d labelled plane(s) along axis 0", tuple(labels.shape), len(planes))
     return PlaneLabels(labels.shape, planes, fill=ignore_index)
 
@@ -180,8 +180,8 @@ class ChannelsFirst:
         key = key if isinstance(key, tuple) else (key,)
         key = key + (slice(None),) * (self.ndim - len(key))
         if self.axis is None:
-            return np.asarray(self.array[key[1:]])[None] if not isinstance(key[0], int) else np.asarray(
-                self.array[key[1:]])
+            block = np.asarray(self.array[key[1:]])
+            return block if isinstance(key[0], int) else block[None]
         spatial = list(key[1:])
         block = np.asarray(self.array[tuple(spatial[:self.axis] + [key[0]] + spatial[self.axis:])])
         if isinstance(key[0], int):

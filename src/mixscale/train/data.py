@@ -84,10 +84,8 @@ def use_lazy(images, s: DataSettings) -> bool:
     if s.lazy is True and not supported:
         raise not_allowed("data.lazy", True, "false or 'auto' for this run: training data stay on disk for "
                           "segmentation from label files without data.bootstrap")
-    if s.lazy is not True and (s.lazy is False or not supported):
-        return False
-    if s.lazy is True:
-        return True
+    if s.lazy != "auto" or not supported:  # true (supported, else refused above), false, or auto unsupported
+        return bool(s.lazy) and supported
     infos = [image_info(ip) for ip in addresses(images)]
     space = [len(info["shape"]) - (s.channel_axis is not None) for info in infos]
     return all(n == 3 for n in space) and any(info["nbytes"] > LAZY_BYTES for info in infos)
