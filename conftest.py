@@ -8,13 +8,14 @@ it is left out of the collection then, and the run's header says so.
 import importlib.util
 from pathlib import Path
 
-# path (relative to this file) -> the import name its extra provides
+# path (relative to this file) -> the import names its extras provide (all needed)
 OPTIONAL_EXTRAS = {
-    "src/mixscale/napari": "napari",
+    "src/mixscale/napari": ("napari", "qtpy", "PyQt6"),  # the plugin's widgets import napari and Qt at the top
 }
 
-_missing = {path: name for path, name in OPTIONAL_EXTRAS.items()
-            if (Path(__file__).parent / path).exists() and importlib.util.find_spec(name) is None}
+_missing = {path: ", ".join(n for n in names if importlib.util.find_spec(n) is None)
+            for path, names in OPTIONAL_EXTRAS.items() if (Path(__file__).parent / path).exists()}
+_missing = {path: names for path, names in _missing.items() if names}
 collect_ignore = list(_missing)
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from ._checks import check_bool, check_choice, check_device, not_allowed
 from .predict.blocks import predict_blocks
 
-__all__ = ["calibrate", "detect", "ensemble", "evaluate", "export", "flatten_scalars", "import_package", "info", "to_ome_zarr", "predict", "predict_blocks", "train", "write_metrics"]
+__all__ = ["calibrate", "detect", "ensemble", "evaluate", "export", "flatten_scalars", "import_package", "info", "open_blocks", "to_ome_zarr", "predict", "predict_blocks", "predict_training", "train", "write_metrics"]
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def predict(model, image, output=None, *, device: str = "cpu", slice_axis: int |
     bounded memory, resumable and optionally distributed:
     :func:`mixscale.predict.predict_blocks` (its options, such as
     ``block_shape``, ``scheduler``, ``blocks_in_flight``, ``num_parts``, ``part_id``
-    and ``progress``, pass through ``block_options``); the result is then the lazily
+    ``progress``, ``on_block`` and ``should_stop``, pass through ``block_options``); the result is then the lazily
     opened ``labels`` (or ``prediction``) zarr array.
 
     Parameters
@@ -219,6 +219,69 @@ def predict(model, image, output=None, *, device: str = "cpu", slice_axis: int |
         write_image(str(output), result, overwrite=overwrite, **carried_geometry(image, output))
         logger.info("prediction written to %s (%s, %s)", output, result.shape, result.dtype)
     return result
+
+
+def open_blocks(output, name: str = "labels", *, offset: int = 0, missing: int = 0):
+    """A live, lazy view of a block-wise prediction store being written (complete blocks only).
+
+    Parameters
+    ----------
+    output : str or Path
+        A ``*.zarr`` store of :func:`predict_blocks`.
+    name : str
+        A spatial output array: ``labels``, ``set_size``...
+    offset : int
+        Added to the values of complete blocks (a viewer numbering classes from 1 passes 1).
+    missing : int
+        The value of blocks not yet complete.
+
+    Returns
+    -------
+    dask.array.Array
+        Each compute reads the completion markers again.
+    """
+    from .infer.store import BlockStore
+
+    return BlockStore(output).lazy(name, offset=offset, missing=missing)
+
+
+def predict_training(module, image, *, slice_axis: int | None = None, channel_axis: int | None = None,
+                     probabilities: bool = True):
+    """Predict with the network of a run still training (a preview from a Lightning callback).
+
+    Parameters
+    ----------
+    module : mixscale.train.MixscaleModule
+        The ``pl_module`` a callback receives during :func:`train`; it carries the run's
+        ``model_info`` (normalisation, classes), so the preview sees what the model file will.
+    image : ndarray
+        ``(*spatial)``, or with a channel axis; as for :func:`predict`.
+    slice_axis, channel_axis
+        As for :func:`predict`.
+    probabilities : bool
+        Class probabilities ``(C, *spatial)`` float32 (default), else labels.
+
+    Returns
+    -------
+    ndarray
+        As :func:`predict` gives for a model file of these weights. The network itself is not
+        touched: a copy in eval mode runs without gradients.
+    """
+    import copy
+
+    import torch
+
+    from .model import Model
+    from .predict import predict_array
+
+    info = getattr(module, "model_info", None)
+    if info is None:
+        raise ValueError("module has no model_info: pass the pl_module of a run started by mixscale.api.train")
+    net = copy.deepcopy(module.net).eval()
+    device = str(next(net.parameters()).device)
+    with torch.no_grad():
+        return predict_array(Model(net, info), np.asarray(image), device=device, slice_axis=slice_axis,
+                             channel_axis=channel_axis, probabilities=probabilities)
 
 
 def detect(model, image, *, threshold: float = 0.5, min_distance: float = 3.0, stride=1, batch_size: int = 1024,

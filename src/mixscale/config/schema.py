@@ -158,6 +158,7 @@ class TrainConfig(_Strict):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig)
+    init_from: str | None = None  # a model file of the same network: training starts from its weights
 
     @field_validator("version", mode="before")
     @classmethod

@@ -173,7 +173,7 @@ def compute_normalization(images, *, channel_axis=None) -> Normalization:
         raise ValueError("images hold no pixels")
     std = np.sqrt(m2 / count)
     for c in np.flatnonzero(std == 0):
-        logger.warning("channel %d is constant (std 0); using std 1 for it", c)
+        logger.warning("channel %d is constant (std 0); using std 1 for it", int(c))
     std = np.where(std == 0, 1.0, std)
     return Normalization(mean=mean.tolist(), std=std.tolist())
 

@@ -114,11 +114,12 @@ def _is_client(value) -> bool:
 class Progress:
     """Blocks done, voxels per second and time left, as a tqdm bar on stderr (or silent)."""
 
-    def __init__(self, total: int, *, enabled: bool = True) -> None:
+    def __init__(self, total: int, *, enabled: bool = True, on_block: Callable[[int, int], None] | None = None) -> None:
         from tqdm.auto import tqdm
 
         self.bar = tqdm(total=total, unit="block", disable=not enabled, dynamic_ncols=True, desc="predict")
-        self.blocks, self.voxels, self.start = 0, 0, time.perf_counter()
+        self.blocks, self.voxels, self.start, self.total = 0, 0, time.perf_counter(), total
+        self.on_block = on_block
 
     def update(self, voxels: int) -> None:
         self.blocks += 1
@@ -126,6 +127,8 @@ class Progress:
         rate = self.voxels / max(time.perf_counter() - self.start, 1e-9)
         self.bar.set_postfix_str(f"{rate / 1e6:.3g} Mvox/s", refresh=False)
         self.bar.update(1)
+        if self.on_block is not None:
+            self.on_block(self.blocks, self.total)
 
     def close(self) -> None:
         self.bar.close()
@@ -135,7 +138,8 @@ class Progress:
 
 
 def run_blocks(compute: Callable[[int], int], indices: Iterable[int], *, scheduler=None,
-               blocks_in_flight: int | None = None, progress: bool = False) -> int:
+               blocks_in_flight: int | None = None, progress: bool = False,
+               on_block: Callable[[int, int], None] | None = None) -> int:
     """Run ``compute(i)`` for every block index on Dask; return the voxels computed.
 
     Parameters
@@ -153,6 +157,9 @@ def run_blocks(compute: Callable[[int], int], indices: Iterable[int], *, schedul
         and writing one block overlaps computing another).
     progress : bool
         Show a progress bar.
+    on_block : callable, optional
+        ``on_block(done, total)`` after each block (in the thread that runs the scheduler),
+        for a GUI's progress.
 
     Notes
     -----
@@ -161,7 +168,7 @@ def run_blocks(compute: Callable[[int], int], indices: Iterable[int], *, schedul
     """
     scheduler, blocks_in_flight = check_run_options(scheduler, blocks_in_flight)
     indices = list(indices)
-    bar = Progress(len(indices), enabled=progress)
+    bar = Progress(len(indices), enabled=progress, on_block=on_block)
     try:
         if scheduler is None or isinstance(scheduler, str) and scheduler in LOCAL_SCHEDULERS:
             _run_local(compute, indices, scheduler or "threads", blocks_in_flight, bar)

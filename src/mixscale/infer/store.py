@@ -209,6 +209,38 @@ class BlockStore:
             return set()
         return {int(p.name) for p in self._markers.iterdir() if p.name.isdigit()}
 
+    def lazy(self, name: str, *, offset: int = 0, missing: int = 0):
+        """A dask array of output ``name`` showing only complete blocks, for a live view.
+
+        Blocks not yet complete read as ``missing``; complete ones as their values plus
+        ``offset``. Each compute reads the markers again, so a viewer that refreshes
+        sees the blocks written since.
+
+        Parameters
+        ----------
+        name : str
+            An output array of the store, spatial only (``labels``, ``set_size``...).
+        offset, missing : int
+
+        Returns
+        -------
+        dask.array.Array
+            ``(*spatial)``, chunked by block.
+        """
+        import dask.array as da
+        import zarr
+
+        arr = zarr.open_group(str(self.path), mode="r")[name]
+        view = da.from_zarr(arr, chunks=arr.shards or arr.chunks)
+        markers, counts = self._markers, view.numblocks
+
+        def shown(block, block_info=None):
+            loc = block_info[0]["chunk-location"]
+            done = (markers / str(int(np.ravel_multi_index(loc, counts)))).is_file()
+            return (block + block.dtype.type(offset)) if done else np.full_like(block, missing)
+
+        return view.map_blocks(shown, dtype=view.dtype)
+
     def write_block(self, index: int, region: tuple[slice, ...], outputs: dict[str, np.ndarray]) -> None:
         """Write one block's outputs (``name -> (*lead, *region shape)``), then mark it complete."""
         import zarr

@@ -19,7 +19,7 @@ import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
@@ -180,7 +180,9 @@ def predict_blocks(model, image, output, *, slice_axis: int | None = None, chann
                    probabilities: bool = False, device: str = "cpu", scheduler=None,
                    blocks_in_flight: int | None = None, num_parts: int = 1, part_id: int = 0,
                    overwrite: bool = False, progress: bool = False, uncertainty: bool = False,
-                   sets: bool = False, risk_mask: bool = False, lower_bound: tuple[float, float] | None = None) -> dict:
+                   sets: bool = False, risk_mask: bool = False, lower_bound: tuple[float, float] | None = None,
+                   on_block: Callable[[int, int], None] | None = None,
+                   should_stop: Callable[[], bool] | None = None) -> dict:
     """Predict an image or volume block by block into a zarr store, with bounded memory.
 
     Parameters
@@ -233,6 +235,12 @@ def predict_blocks(model, image, output, *, slice_axis: int | None = None, chann
     lower_bound : (k, threshold), optional
         Also write ``lower_bound`` ``(K, *spatial)`` uint8: class ``c`` where
         ``mean - k * std > threshold`` over the members.
+    on_block : callable, optional
+        ``on_block(done, total)`` after each block of this call (a GUI's progress bar).
+    should_stop : callable, optional
+        Asked before each block; once it returns True the remaining blocks are left
+        undone (not marked complete), so a later call with the same settings resumes
+        them. Local schedulers only (``None``, ``"threads"``, ``"sync"``).
 
     Returns
     -------
@@ -252,6 +260,9 @@ def predict_blocks(model, image, output, *, slice_axis: int | None = None, chann
 
     device = check_device(device)
     scheduler, blocks_in_flight = check_run_options(scheduler, blocks_in_flight)
+    if should_stop is not None and scheduler not in (None, "threads", "sync"):
+        raise ValueError(f"should_stop works with the local schedulers None, 'threads' and 'sync', not "
+                         f"scheduler={scheduler!r} (a stop flag cannot reach other processes)")
     out = check_output_address(output)
     path, image = str(Path(model).resolve()), _absolute_address(image)
     check_not_input(image, out)
@@ -277,13 +288,27 @@ def predict_blocks(model, image, output, *, slice_axis: int | None = None, chann
         logger.info("%s: %d blocks of %s over %s; part %d/%d computes %d (%d already complete)", out, total,
                     job.block_shape, job.shape, part_id, num_parts, len(todo), len(mine) - len(todo))
         start = time.perf_counter()
-        voxels = run_blocks(job, todo, scheduler=scheduler, blocks_in_flight=blocks_in_flight, progress=progress)
+        compute = job if should_stop is None else StoppableBlocks(job, should_stop)
+        voxels = run_blocks(compute, todo, scheduler=scheduler, blocks_in_flight=blocks_in_flight, progress=progress,
+                            on_block=on_block)
         seconds = time.perf_counter() - start
+        left = set(todo) - store.done()
     finally:
         store.unregister_writer()
-    return {"output": str(out), "blocks": total, "computed": len(todo), "skipped": len(mine) - len(todo),
+    return {"output": str(out), "blocks": total, "computed": len(todo) - len(left), "skipped": len(mine) - len(todo),
+            "stopped": bool(left),
             "complete": len(store.done()) == total, "voxels": voxels, "seconds": seconds,
             "voxels_per_second": voxels / seconds if seconds > 0 else 0.0}
+
+
+class StoppableBlocks:
+    """A block job that computes nothing (and marks nothing complete) once ``should_stop()`` is true."""
+
+    def __init__(self, job: Callable[[int], int], should_stop: Callable[[], bool]) -> None:
+        self.job, self.should_stop = job, should_stop
+
+    def __call__(self, index: int) -> int:
+        return 0 if self.should_stop() else self.job(index)
 
 
 def _plan_job(model: Model, path: str, image: str, out: Path, *, slice_axis, channel_axis, block_shape, tile_shape,

@@ -129,6 +129,28 @@ def build_net(config: TrainConfig, data: TrainingData) -> torch.nn.Module:
     return create_net(config.net.name, **kwargs)
 
 
+def warm_start(net: torch.nn.Module, path: str, net_name: str) -> None:
+    """Load the weights of the model file ``path`` into ``net``, which must be the same network.
+
+    Raises
+    ------
+    ValueError
+        The file's network (name or settings, channels included) differs from ``net``.
+    """
+    from ..model import load_model
+
+    if not Path(path).is_file():
+        raise ValueError(f"init_from={path!r} is not a file; expected a model file (model.safetensors)")
+    other, info = load_model(path)
+    ours, theirs = net.config(), other.config()
+    if info.net_name != net_name or ours != theirs:
+        diff = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
+        raise ValueError(f"init_from={path!r} holds network {info.net_name!r} with other settings than this run's "
+                         f"{net_name!r} (differing: {diff or ['name']}); it can start only the same network")
+    net.load_state_dict(other.state_dict())
+    logger.info("starting from the weights of %s", path)
+
+
 def build_module(config: TrainConfig, net: torch.nn.Module) -> MixscaleModule:
     """Loss, optimiser and schedule settings around ``net``."""
     task = get_task(config.task)
@@ -161,7 +183,10 @@ def build_run(config: TrainConfig, *, resume: bool = False) -> TrainingRun:
         check_resumed_config(run_dir, dump_config(config))
     L.seed_everything(config.seed, workers=True, verbose=False)
     data = build_data(config)
-    module = build_module(config, build_net(config, data))
+    net = build_net(config, data)
+    if config.init_from is not None and not resume:
+        warm_start(net, config.init_from, config.net.name)
+    module = build_module(config, net)
     dry_run(module, data)
     t = config.trainer.model_dump()
     trainer = {k: v for k, v in t.items() if k not in _NOT_TRAINER_ARGS}

@@ -103,6 +103,7 @@ def fit(run: TrainingRun, *, callbacks: Sequence = ()) -> RunResult:
         trainer, ckpt = build_trainer(run, callbacks)
     except MisconfigurationException as exc:
         raise ValueError(f"trainer settings: {exc}") from None
+    run.module.model_info = model_info(run)  # plain data: a callback can build a live Model from the module
     with run_lock(run):
         prepare_run_dir(run)
         start = newest_intact_checkpoint(run.run_dir) if run.resume else None
@@ -136,12 +137,18 @@ def _loader(run: TrainingRun, dataset, *, train: bool):
 
 def _write_model_file(run: TrainingRun, best: Path | None, path: Path) -> None:
     """Save the best-on-validation weights (a copy from the best checkpoint, not the live ones)."""
-    module, data = run.module, run.data
+    module = run.module
     if best is not None and best.is_file():
         state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)
     else:
         logger.warning("no best checkpoint (no validation ran?): the model file holds the last weights")
-    info = ModelInfo(net_config=module.net.config(), class_names=data.class_names, normalization=data.normalization,
-                     target_normalization=data.target_normalization, **run.model_record)
-    save_model(path, module.net, info)
+    save_model(path, module.net, model_info(run))
+
+
+def model_info(run: TrainingRun) -> ModelInfo:
+    """What the run's model file will record: the network's config, classes, normalisation, the run's facts."""
+    data = run.data
+    return ModelInfo(net_config=run.module.net.config(), class_names=data.class_names,
+                     normalization=data.normalization, target_normalization=data.target_normalization,
+                     **run.model_record)
