@@ -22,7 +22,7 @@ import numpy as np
 from ._checks import check_bool, check_choice, check_device, not_allowed
 from .predict.blocks import predict_blocks
 
-__all__ = ["calibrate", "detect", "ensemble", "evaluate", "export", "flatten_scalars", "import_package", "info", "open_blocks", "to_ome_zarr", "predict", "predict_blocks", "predict_training", "train", "write_metrics"]
+__all__ = ["calibrate", "detect", "ensemble", "evaluate", "export", "flatten_scalars", "gui", "import_package", "info", "open_blocks", "to_ome_zarr", "predict", "predict_blocks", "predict_training", "train", "write_metrics"]
 
 logger = logging.getLogger(__name__)
 
@@ -219,6 +219,39 @@ def predict(model, image, output=None, *, device: str = "cpu", slice_axis: int |
         write_image(str(output), result, overwrite=overwrite, **carried_geometry(image, output))
         logger.info("prediction written to %s (%s, %s)", output, result.shape, result.dtype)
     return result
+
+
+def gui(image=None, *, run: bool = True):
+    """Open napari with mixscale's "Train & predict" widget (and ``image``, if given).
+
+    Parameters
+    ----------
+    image : str, optional
+        A file napari or mixscale's reader opens (TIFF, zarr, a prediction store...).
+    run : bool
+        Start napari's event loop (returns when the window closes); False returns at once.
+
+    Returns
+    -------
+    napari.Viewer
+
+    Raises
+    ------
+    mixscale.MissingExtraError
+        napari or a Qt binding is missing; the message names the extra to install.
+    """
+    from ._extras import require_extra
+
+    require_extra("napari", "qtpy", "qtpy.QtWidgets", extra="napari,qt")
+    import napari
+
+    viewer = napari.Viewer(title="mixscale")
+    if image is not None:
+        viewer.open(str(image))
+    viewer.window.add_plugin_dock_widget("mixscale", "Train & predict")
+    if run:
+        napari.run()
+    return viewer
 
 
 def open_blocks(output, name: str = "labels", *, offset: int = 0, missing: int = 0):

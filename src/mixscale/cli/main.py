@@ -293,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export(sub)
     _add_import(sub)
     _add_ome(sub)
+    p = sub.add_parser("gui", help="open napari with the Train & predict widget (needs mixscale[napari,qt])")
+    p.add_argument("image", nargs="?", default=None, help="an image to open (TIFF, zarr, HDF5, MRC, ...)")
     p = sub.add_parser("info", help="shape, dtype, chunks of an image file, or a model file's metadata")
     p.add_argument("file")
     p = sub.add_parser("demo", help="synthetic data -> train MS-D -> predict -> evaluate -> figures")
@@ -460,6 +462,12 @@ def _cmd_info(args) -> None:
             print(f"{k:>16}: {v}")
 
 
+def _cmd_gui(args) -> None:
+    from mixscale import api
+
+    api.gui(args.image)
+
+
 def _cmd_demo(args) -> None:
     from mixscale.recipes.demo import run_demo
 
@@ -475,7 +483,7 @@ def _cmd_demo(args) -> None:
         print(f"  figure:        {fig}")
 
 
-COMMANDS = {"train": _cmd_train, "predict": _cmd_predict, "detect": _cmd_detect, "ensemble": _cmd_ensemble,
+COMMANDS = {"gui": _cmd_gui, "train": _cmd_train, "predict": _cmd_predict, "detect": _cmd_detect, "ensemble": _cmd_ensemble,
             "calibrate": _cmd_calibrate,
             "evaluate": _cmd_evaluate,
             "info": _cmd_info, "demo": _cmd_demo, "simulate": _cmd_simulate,

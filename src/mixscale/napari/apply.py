@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QProgressBar, \
-    QPushButton, QWidget
+    QPushButton, QSpinBox, QWidget
 
 from . import layers
 
@@ -49,7 +49,13 @@ class ApplyPanel(QGroupBox):
         self.model_edit = QLineEdit()
         self.model_edit.setPlaceholderText("the trained model (or a model.safetensors path)")
         self.output_edit = QLineEdit(str(self.work / "prediction.zarr"))
-        for label, w in (("image", self.image_combo), ("model", self.model_edit), ("output", self.output_edit)):
+        self.block_spin = QSpinBox()
+        self.block_spin.setRange(1, 4096)
+        self.block_spin.setValue(2)
+        self.block_spin.setToolTip("2D model on a volume: slices per block (each block is one step of the bar "
+                                   "and of a resume)")
+        for label, w in (("image", self.image_combo), ("model", self.model_edit), ("output", self.output_edit),
+                         ("slices per block", self.block_spin)):
             form.addRow(label, w)
         row = QHBoxLayout()
         self.apply_btn, self.stop_btn = QPushButton("Apply to volume"), QPushButton("Stop")
@@ -68,8 +74,7 @@ class ApplyPanel(QGroupBox):
 
     def _refresh_images(self, *_) -> None:
         current = self.image_combo.currentText()
-        names = [ly.name for ly in self.viewer.layers if ly._type_string == "image"
-                 and ly.name not in ("uncertainty", "probabilities")]
+        names = layers.image_names(self.viewer)
         self.image_combo.clear()
         self.image_combo.addItems(names)
         if current in names:
@@ -110,7 +115,9 @@ class ApplyPanel(QGroupBox):
             return
         layer = self.viewer.layers[name]
         output = self.output_edit.text().strip()
-        options = {"slice_axis": 0} if layer.data.ndim == 3 and _model_dims(model) == 2 else {}
+        options = {}
+        if layer.data.ndim == 3 and _model_dims(model) == 2:  # slice by slice, a few slices per block
+            options = {"slice_axis": 0, "block_shape": (self.block_spin.value(), *layer.data.shape[1:])}
         self.stop_event.clear()
         self.summary = None
         self.worker = create_worker(apply_updates, model, self._image_address(layer), output, self.stop_event,

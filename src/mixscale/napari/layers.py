@@ -15,6 +15,14 @@ import numpy as np
 from .session import LARGE_BYTES
 
 
+def image_names(viewer) -> list[str]:
+    """Names of the Image layers a model can run on (not the plugin's own outputs)."""
+    from napari.layers import Image
+
+    return [ly.name for ly in viewer.layers if isinstance(ly, Image) and ly.name not in ("uncertainty",
+                                                                                         "probabilities")]
+
+
 def image_shape(layer) -> tuple[int, ...]:
     """The spatial shape of an Image layer (an RGB image has no single intensity: refused)."""
     if getattr(layer, "rgb", False):

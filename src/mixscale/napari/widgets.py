@@ -48,6 +48,7 @@ class TrainWidget(QWidget):
         self.work.mkdir(parents=True, exist_ok=True)
         self.model_path: Path | None = None
         self.config_path: Path | None = None
+        self.step_losses: list[float] = []  # of the current (or last) run, one per optimiser step
         self.worker = None
         self.stop_event = threading.Event()
         self._view_index = 0
@@ -150,9 +151,14 @@ class TrainWidget(QWidget):
         self._count_timer.setSingleShot(True)
         self._count_timer.timeout.connect(self._fill_class_table)
         self._closer = _CloseWatcher(self.shutdown)
-        qt_window = getattr(getattr(self.viewer, "window", None), "_qt_window", None)
-        if qt_window is not None:
-            qt_window.installEventFilter(self._closer)
+        self._watched: set[int] = set()
+
+    def showEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        """Once docked, watch the main window: closing it stops the jobs (Qt's own API, no napari internals)."""
+        super().showEvent(event)
+        if not self._closer.watching:
+            self.window().installEventFilter(self._closer)
+            self._closer.watching = True
 
     # -- small helpers --------------------------------------------------------------------
     def say(self, text: str, *, error: bool = False) -> None:
@@ -170,16 +176,15 @@ class TrainWidget(QWidget):
 
     def _refresh_images(self, *_) -> None:
         current = self.image_combo.currentText()
-        names = [ly.name for ly in self.viewer.layers if ly._type_string == "image"
-                 and ly.name not in ("uncertainty", "probabilities")]
+        names = layers.image_names(self.viewer)
         self.image_combo.clear()
         self.image_combo.addItems(names)
         if current in names:
             self.image_combo.setCurrentText(current)
         layer = self._scribbles()
-        if layer is not None and not getattr(layer, "_mixscale_watched", False):
+        if layer is not None and id(layer.data) not in self._watched:
             layer.events.paint.connect(lambda *_: self._count_timer.start(300))
-            layer._mixscale_watched = True
+            self._watched.add(id(layer.data))
 
     def _remember_view(self, *_) -> None:
         step = self.viewer.dims.current_step
@@ -328,6 +333,7 @@ class TrainWidget(QWidget):
 
         self.stop_event.clear()
         self.curve.clear()
+        self.step_losses = []
         self.progress.setValue(0)
         self.config_path = Path(config["run_dir"]) / "config.yaml"
         self.worker = create_worker(training_updates, config, self.stop_event, preview, _start_thread=False)
@@ -349,6 +355,7 @@ class TrainWidget(QWidget):
     def _on_update(self, update: dict) -> None:
         kind = update["kind"]
         if kind == "step":
+            self.step_losses.append(update["loss"])
             self.progress.setMaximum(update["total"])
             self.progress.setValue(min(update["step"], update["total"]))
             self.status.setText(f"epoch {update['epoch'] + 1}, step {update['step']}/{update['total']}: "
@@ -475,7 +482,7 @@ class _CloseWatcher(QObject):
 
     def __init__(self, on_close) -> None:
         super().__init__()
-        self.on_close = on_close
+        self.on_close, self.watching = on_close, False
 
     def eventFilter(self, obj, event) -> bool:  # noqa: N802 (Qt's name)
         if event.type() == QEvent.Type.Close:
