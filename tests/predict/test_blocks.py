@@ -14,6 +14,7 @@ import zarr
 from mixscale import api
 from mixscale.predict import default_block_shape, even_block, predict_blocks
 from mixscale.data import write_image
+from mixscale.infer.store import BlockStore
 from mixscale.model import ModelInfo, save_model
 from mixscale.nets import create_net
 
@@ -324,3 +325,33 @@ def test_info_reports_block_store_progress(tmp_path, volume, seg_model):
     predict_blocks(seg_model, str(volume[0]), out, slice_axis=0, block_shape=(3, 37, 30))
     assert api.info(str(out))["blocks_complete"] == "3 of 3 (complete)"
     assert api.info(str(out / "labels"))["shape"] == (9, 37, 30)
+
+
+def test_stop_flag_leaves_blocks_undone_and_a_rerun_completes_them(tmp_path, volume, seg_model):
+    """should_stop ends a run between blocks (nothing half-marked), on_block counts, a rerun resumes; the live
+    view (api.open_blocks) shows complete blocks only."""
+
+    path, _ = volume
+    kw = dict(slice_axis=0, block_shape=(2, 37, 30), scheduler="sync")
+    whole = predict_blocks(seg_model, str(path), tmp_path / "whole.zarr", **kw)
+    ticks = []
+    first = predict_blocks(seg_model, str(path), tmp_path / "out.zarr", on_block=lambda d, t: ticks.append((d, t)),
+                           should_stop=lambda: len(ticks) >= 2, **kw)
+    assert first["blocks"] == 5 and first["computed"] == 2 and first["stopped"] and not first["complete"]
+    assert ticks[:2] == [(1, 5), (2, 5)]
+    view = np.asarray(api.open_blocks(tmp_path / "out.zarr", "labels", offset=1, missing=0))
+    ref = _read(tmp_path / "whole.zarr")
+    done = sorted(BlockStore(tmp_path / "out.zarr").done())
+    assert len(done) == 2
+    for i in range(5):
+        rows = slice(2 * i, 2 * i + 2)
+        expected = ref[rows] + 1 if i in done else np.zeros_like(ref[rows])
+        np.testing.assert_array_equal(view[rows], expected)
+    second = predict_blocks(seg_model, str(path), tmp_path / "out.zarr", **kw)
+    assert second["complete"] and second["skipped"] == 2 and second["computed"] == 3 and not second["stopped"]
+    np.testing.assert_array_equal(_read(tmp_path / "out.zarr"), ref)
+    assert whole["complete"]
+    with pytest.raises(ValueError, match="should_stop works with the local schedulers"):
+        predict_blocks(seg_model, str(path), tmp_path / "p.zarr", slice_axis=0, scheduler="processes",
+                       should_stop=lambda: False)
+    assert not (tmp_path / "p.zarr").exists()
