@@ -22,7 +22,7 @@ import numpy as np
 from ._checks import check_bool, check_choice, check_device, not_allowed
 from .predict.blocks import predict_blocks
 
-__all__ = ["calibrate", "detect", "ensemble", "evaluate", "export", "flatten_scalars", "gui", "import_package", "info", "open_blocks", "to_ome_zarr", "predict", "predict_blocks", "predict_training", "train", "write_metrics"]
+__all__ = ["calibrate", "detect", "ensemble", "evaluate", "export", "flatten_scalars", "gui", "import_package", "info", "open_blocks", "open_image", "to_ome_zarr", "predict", "predict_blocks", "predict_training", "train", "write_metrics"]
 
 logger = logging.getLogger(__name__)
 
@@ -245,13 +245,39 @@ def gui(image=None, *, run: bool = True):
     require_extra("napari", "qtpy", "qtpy.QtWidgets", extra="napari,qt")
     import napari
 
+    from .napari._reader import get_reader, image_layer_data
+
     viewer = napari.Viewer(title="mixscale")
     if image is not None:
-        viewer.open(str(image))
+        reader = get_reader(str(image))
+        if reader is not None and reader.__name__ != "read_image":  # a prediction store or a model file
+            viewer.open(str(image), plugin="mixscale")
+        else:  # any image mixscale reads (TIFF, zarr, HDF5 file.h5:/path, MRC, slices/*.tif), lazily
+            data, kwargs, _ = image_layer_data(str(image))
+            viewer.add_image(data, **kwargs)
     viewer.window.add_plugin_dock_widget("mixscale", "Train & predict")
     if run:
         napari.run()
     return viewer
+
+
+def open_image(address):
+    """Open an image file lazily: nothing is read until it is sliced.
+
+    Parameters
+    ----------
+    address : str
+        Any address mixscale reads: ``image.tif``, ``file.h5:/entry/data``, ``volume.zarr``,
+        ``tomo.mrc``, ``"slices/*.tif"``...
+
+    Returns
+    -------
+    array-like
+        ``shape``, ``dtype`` and NumPy slicing (:func:`mixscale.data.open_image`).
+    """
+    from .data import open_image as _open
+
+    return _open(address)
 
 
 def open_blocks(output, name: str = "labels", *, offset: int = 0, missing: int = 0):

@@ -1,8 +1,14 @@
-"""Reader: mixscale's block-wise prediction stores (``*.zarr`` with its completion markers) and model files.
+"""Reader: images opened lazily, mixscale's block-wise prediction stores, and model files.
 
-A store opens lazily as a ``prediction`` Labels layer (classes numbered from 1, as painted) and, when
-written, ``probabilities``; a model file (``*.safetensors``) is loaded into the "Train & predict"
-widget (no layer; nothing in the file is executed).
+- An image (zarr array, HDF5 dataset, MRC) opens lazily through mixscale's readers, as a dask array
+  read plane by plane, so a volume larger than memory can be viewed and scribbled; training and
+  Apply then read it from its file. (TIFFs are left to napari's own reader; ``mixscale gui big.tif``
+  opens them lazily.)
+- A prediction store (``*.zarr`` with its completion markers) opens as a ``prediction`` Labels layer
+  (classes numbered from 1, as painted; blocks not yet written transparent) and the probability or
+  uncertainty arrays it holds.
+- A model file (``*.safetensors``) is loaded into the "Train & predict" widget (no layer; nothing in
+  the file is executed).
 """
 
 from __future__ import annotations
@@ -19,7 +25,34 @@ def get_reader(path):
         return read_model
     if p.suffix == ".zarr" and (p / ".mixscale" / "done").is_dir():
         return read_store
+    if p.suffix.lower() in IMAGE_SUFFIXES and p.exists():
+        return read_image
     return None
+
+
+IMAGE_SUFFIXES = (".zarr", ".h5", ".hdf5", ".nxs", ".mrc", ".rec", ".map", ".tif", ".tiff")
+
+
+def image_layer_data(address: str) -> tuple:
+    """``(dask array, layer keywords, "image")`` of an image file opened lazily, chunked by plane.
+
+    The keywords carry the address in ``metadata["mixscale_address"]``, so the widgets train on and
+    predict the file itself."""
+    import dask.array as da
+
+    from .. import api
+
+    arr = api.open_image(address)
+    chunks = (1,) * (len(arr.shape) - 2) + tuple(arr.shape[-2:]) if len(arr.shape) >= 3 else arr.shape
+    data = da.from_array(arr, chunks=chunks, asarray=True, fancy=False)
+    file_part = address if Path(address).exists() else address.rsplit(":", 1)[0]  # file.h5:/entry/data
+    name = Path(file_part.rstrip("/")).stem
+    return data, {"name": name, "metadata": {"mixscale_address": str(address)}}, "image"
+
+
+def read_image(path) -> list:
+    """One lazily read Image layer."""
+    return [image_layer_data(str(path))]
 
 
 def read_store(path) -> list:

@@ -19,7 +19,6 @@ from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabe
 from . import layers
 
 logger = logging.getLogger(__name__)
-_FILE_SUFFIXES = (".zarr", ".tif", ".tiff", ".h5", ".hdf5", ".mrc", ".npy")
 
 
 class ApplyPanel(QGroupBox):
@@ -89,9 +88,9 @@ class ApplyPanel(QGroupBox):
 
     def _image_address(self, layer) -> str:
         """The image's own file (block-wise prediction reads it lazily), or a zarr copy of an in-memory one."""
-        source = getattr(layer.source, "path", None)
-        if source and Path(source).suffix.lower() in _FILE_SUFFIXES:
-            return str(source)
+        address = layers.file_address(layer)
+        if address is not None:
+            return address
         import numpy as np
         import zarr
 

@@ -15,6 +15,21 @@ import numpy as np
 from .session import LARGE_BYTES
 
 
+FILE_SUFFIXES = (".zarr", ".tif", ".tiff", ".h5", ".hdf5", ".nxs", ".mrc", ".rec", ".map", ".npy")
+
+
+def file_address(layer) -> str | None:
+    """The file an Image layer shows, as a mixscale address (read lazily by training and Apply), or None
+    for an image held only in memory."""
+    address = layer.metadata.get("mixscale_address")  # set by mixscale's reader and `mixscale gui`
+    if address:
+        return str(address)
+    source = getattr(layer.source, "path", None)
+    if source and Path(source).suffix.lower() in FILE_SUFFIXES:
+        return str(source)
+    return None
+
+
 def image_names(viewer) -> list[str]:
     """Names of the Image layers a model can run on (not the plugin's own outputs)."""
     from napari.layers import Image

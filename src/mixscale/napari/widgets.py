@@ -260,10 +260,8 @@ class TrainWidget(QWidget):
         and the scribbles (their zarr store, or a snapshot of the painted array beside the run)."""
         import zarr
 
-        source = getattr(image.source, "path", None)
-        if source and Path(source).suffix.lower() in (".zarr", ".tif", ".tiff", ".h5", ".hdf5", ".mrc"):
-            image_address = str(source)
-        else:
+        image_address = layers.file_address(image)
+        if image_address is None:
             key = id(image.data)
             if key not in self._image_files:
                 path = self.work / f"image_{len(self._image_files) + 1:03d}.zarr"

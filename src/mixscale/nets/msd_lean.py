@@ -339,13 +339,27 @@ def map_dtype(x: torch.Tensor, param_dtype: torch.dtype) -> torch.dtype:
 
     Under CUDA autocast with float16 or bfloat16, the maps (and the products) are
     kept in that half precision: half the memory, tensor-core products with float32
-    accumulation. Anywhere else, including CPU autocast, the parameters' dtype.
+    accumulation. Under CPU autocast with bfloat16, on a CPU with bfloat16 products
+    (AVX-512 BF16 or AMX, as oneDNN reports), the maps are bfloat16 too (half the
+    memory; whether it is faster depends on the CPU: ``benchmarks/msd.py --amp bf16``).
+    Anywhere else the parameters' dtype.
     """
-    if x.device.type == "cuda" and torch.is_autocast_enabled("cuda"):
-        half = torch.get_autocast_dtype("cuda")
-        if half in (torch.float16, torch.bfloat16) and param_dtype == torch.float32:
+    kind = x.device.type
+    if kind in ("cuda", "cpu") and torch.is_autocast_enabled(kind) and param_dtype == torch.float32:
+        half = torch.get_autocast_dtype(kind)
+        if kind == "cuda" and half in (torch.float16, torch.bfloat16):
+            return half
+        if kind == "cpu" and half == torch.bfloat16 and cpu_has_bf16():
             return half
     return param_dtype
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 products natively (oneDNN's own check: AVX-512 BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def lean_msd(x, weights, biases, final_weight, final_bias, dilations, pool: ScratchPool | None = None,
