@@ -22,7 +22,7 @@ import numpy as np
 from ._checks import check_bool, check_choice, check_device, not_allowed
 from .predict.blocks import predict_blocks
 
-__all__ = ["calibrate", "detect", "ensemble", "evaluate", "export", "flatten_scalars", "gui", "import_package", "info", "open_blocks", "open_image", "to_ome_zarr", "predict", "predict_blocks", "predict_training", "train", "write_metrics"]
+__all__ = ["calibrate", "detect", "ensemble", "evaluate", "export", "flatten_scalars", "gui", "import_package", "image_name", "info", "open_blocks", "open_image", "to_ome_zarr", "predict", "predict_blocks", "predict_training", "train", "write_metrics"]
 
 logger = logging.getLogger(__name__)
 
@@ -245,23 +245,22 @@ def gui(image=None, *, run: bool = True):
     require_extra("napari", "qtpy", "qtpy.QtWidgets", extra="napari,qt")
     import napari
 
-    from .napari._reader import get_reader, image_layer_data
-
     viewer = napari.Viewer(title="mixscale")
     if image is not None:
-        reader = get_reader(str(image))
-        if reader is not None and reader.__name__ != "read_image":  # a prediction store or a model file
-            viewer.open(str(image), plugin="mixscale")
+        text = str(image)
+        path = Path(text)
+        if path.suffix == ".safetensors" or (path / ".mixscale" / "done").is_dir():  # a model file, a store
+            viewer.open(text, plugin="mixscale")
         else:  # any image mixscale reads (TIFF, zarr, HDF5 file.h5:/path, MRC, slices/*.tif), lazily
-            data, kwargs, _ = image_layer_data(str(image))
-            viewer.add_image(data, **kwargs)
+            viewer.add_image(open_image(text, dask=True), name=image_name(text),
+                             metadata={"mixscale_address": text})
     viewer.window.add_plugin_dock_widget("mixscale", "Train & predict")
     if run:
         napari.run()
     return viewer
 
 
-def open_image(address):
+def open_image(address, *, dask: bool = False):
     """Open an image file lazily: nothing is read until it is sliced.
 
     Parameters
@@ -269,15 +268,33 @@ def open_image(address):
     address : str
         Any address mixscale reads: ``image.tif``, ``file.h5:/entry/data``, ``volume.zarr``,
         ``tomo.mrc``, ``"slices/*.tif"``...
+    dask : bool
+        Return a dask array chunked by plane (whole planes of the last two axes), as a
+        viewer wants it.
 
     Returns
     -------
     array-like
-        ``shape``, ``dtype`` and NumPy slicing (:func:`mixscale.data.open_image`).
+        ``shape``, ``dtype`` and NumPy slicing (:func:`mixscale.data.open_image`), or a
+        ``dask.array.Array``.
     """
     from .data import open_image as _open
 
-    return _open(address)
+    arr = _open(address)
+    if not dask:
+        return arr
+    import dask.array as da
+
+    shape = tuple(arr.shape)
+    chunks = (1,) * (len(shape) - 2) + shape[-2:] if len(shape) >= 3 else shape
+    return da.from_array(arr, chunks=chunks, asarray=True, fancy=False)
+
+
+def image_name(address: str) -> str:
+    """A short name for an image address: the file's stem (``file.h5:/entry/data`` -> ``file``)."""
+    text = str(address)
+    file_part = text if Path(text).exists() else text.rsplit(":", 1)[0]
+    return Path(file_part.rstrip("/")).stem
 
 
 def open_blocks(output, name: str = "labels", *, offset: int = 0, missing: int = 0):

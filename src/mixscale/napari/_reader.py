@@ -38,16 +38,10 @@ def image_layer_data(address: str) -> tuple:
 
     The keywords carry the address in ``metadata["mixscale_address"]``, so the widgets train on and
     predict the file itself."""
-    import dask.array as da
-
     from .. import api
 
-    arr = api.open_image(address)
-    chunks = (1,) * (len(arr.shape) - 2) + tuple(arr.shape[-2:]) if len(arr.shape) >= 3 else arr.shape
-    data = da.from_array(arr, chunks=chunks, asarray=True, fancy=False)
-    file_part = address if Path(address).exists() else address.rsplit(":", 1)[0]  # file.h5:/entry/data
-    name = Path(file_part.rstrip("/")).stem
-    return data, {"name": name, "metadata": {"mixscale_address": str(address)}}, "image"
+    data = api.open_image(address, dask=True)
+    return data, {"name": api.image_name(address), "metadata": {"mixscale_address": str(address)}}, "image"
 
 
 def read_image(path) -> list:
