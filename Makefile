@@ -20,7 +20,7 @@ demo: env
 	$(BIN)/mixscale demo --out runs/demo
 
 test: env
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -rs
 
 test-all: env
 	$(BIN)/python -m pytest -q -m ''

@@ -98,8 +98,16 @@ def test_training_updates_stop_and_preview_without_a_gui(tmp_path):
     config = training_config(run_dir=tmp_path / "run", image=str(tmp_path / "i.zarr"), labels=str(tmp_path / "s.zarr"),
                              num_classes=2, class_names=["a", "b"],
                              settings=Settings(preset="MS-D 50", epochs=500, patch=32, samples_per_epoch=8))
+    import os
+
+    import torch
+
+    from mixscale.napari.workers import torch_threads
+
+    assert torch_threads() == max(1, os.cpu_count() - 1)
+    before = torch.get_num_threads()
     stop = threading.Event()
-    kinds, gen = [], training_updates(config, stop, preview=lambda: (None, image))
+    kinds, threads, gen = [], set(), training_updates(config, stop, preview=lambda: (None, image))
     while True:
         try:
             update = next(gen)
@@ -107,8 +115,12 @@ def test_training_updates_stop_and_preview_without_a_gui(tmp_path):
             result = done.value
             break
         kinds.append(update["kind"])
+        if update["kind"] == "step":
+            threads.add(update["threads"])
         if update["kind"] == "preview":
             assert update["probabilities"].shape == (2, 96, 96) and update["uncertainty"].shape == (96, 96)
             stop.set()
     assert {"step", "epoch", "preview"} <= set(kinds)
+    assert threads == {torch_threads()}, "training leaves a core to the GUI thread"
+    assert torch.get_num_threads() == before, "and gives it back afterwards"
     assert result.epochs < 10 and result.model_path.is_file()

@@ -91,6 +91,12 @@ def test_paint_train_watch(make_napari_viewer, qtbot, tmp_path, gui):
     _screenshot(viewer, tmp_path, "4_result")
 
 
+def config_image(widget):
+    import yaml
+
+    return yaml.safe_load(widget.config_path.read_text())["data"]["train_images"]
+
+
 def _bad(widget, qtbot, expected):
     qtbot.mouseClick(widget.train_btn, _left())
     assert widget.worker is None and widget.train_btn.isEnabled()
@@ -122,6 +128,7 @@ def test_stop_keeps_checkpoint_and_continue_starts_from_it(make_napari_viewer, q
     qtbot.mouseClick(widget.train_btn, _left())
     qtbot.waitUntil(lambda: len(widget.curve.val) >= 3, timeout=120_000)
     first_run = list(widget.step_losses)
+    preview_layers = viewer.layers["prediction"], viewer.layers["uncertainty"]
     t0 = time.perf_counter()
     qtbot.mouseClick(widget.stop_btn, _left())
     qtbot.waitUntil(lambda: widget.worker is None, timeout=10_000)
@@ -140,7 +147,17 @@ def test_stop_keeps_checkpoint_and_continue_starts_from_it(make_napari_viewer, q
     # the first steps of the continued run start where the first run ended, far below its start
     assert np.mean(widget.step_losses[:3]) < 0.5 * np.mean(first_run[:3])
     assert widget.model_path.parent != run
+    assert viewer.layers["prediction"] is preview_layers[0] and viewer.layers["uncertainty"] is preview_layers[1], \
+        "rerunning updates the layers in place"
+    assert len([ly for ly in viewer.layers if ly.name.startswith("prediction")]) == 1
     import yaml
+
+    qtbot.mouseClick(widget.copy_cli_btn, _left())
+    from qtpy.QtWidgets import QApplication
+
+    assert QApplication.clipboard().text() == (
+        f"mixscale train {widget.model_path.parent / 'config.yaml'}\n"
+        f"mixscale predict {widget.model_path} {config_image(widget)} -o {tmp_path / 'work' / 'prediction.zarr'}")
 
     config = yaml.safe_load((widget.model_path.parent / "config.yaml").read_text())
     assert config["init_from"] == str(run / "model.safetensors")

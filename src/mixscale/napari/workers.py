@@ -16,6 +16,7 @@ import time
 from typing import Callable, Iterator
 
 import numpy as np
+import torch
 from lightning.pytorch.callbacks import Callback
 
 from .. import api
@@ -63,7 +64,7 @@ class GuiProgress(Callback):
         per_step = (time.perf_counter() - self._t0) / max(done - self._first_step, 1)
         self.updates.put({"kind": "step", "step": done, "total": self._total, "loss": self._losses[-1],
                           "seconds_per_step": per_step, "seconds_left": per_step * max(self._total - done, 0),
-                          "epoch": int(trainer.current_epoch)})
+                          "epoch": int(trainer.current_epoch), "threads": torch.get_num_threads()})
         if self.stop.is_set():
             trainer.should_stop = True
 
@@ -114,8 +115,6 @@ def training_updates(config: dict, stop: threading.Event, preview: Callable | No
 
     Torch uses :func:`torch_threads` threads meanwhile (set back afterwards).
     """
-    import torch
-
     updates: queue.Queue = queue.Queue()
     callback = GuiProgress(updates, stop, preview)
 
