@@ -8,30 +8,27 @@ the GUI thread. Nothing here blocks the window: every long call is in a worker.
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
 import threading
 from pathlib import Path
 
 import numpy as np
 import yaml
-from qtpy.QtCore import QEvent, QObject, Qt, QTimer
-from qtpy.QtGui import QColor
-from qtpy.QtWidgets import (QApplication, QCheckBox, QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout,
-                            QLabel, QPlainTextEdit, QProgressBar, QPushButton, QSpinBox, QTableWidget,
-                            QTableWidgetItem, QVBoxLayout, QWidget)
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxLayout,
+                            QLabel, QPlainTextEdit, QProgressBar, QPushButton, QVBoxLayout, QWidget)
 
-from .. import api
 from . import layers
 from .apply import ApplyPanel
 from .curve import LossCurve
-from .session import (PRESETS, ScribbleError, Settings, check_scribbles, class_counts, cli_commands, next_run_dir,
-                      training_config)
+from .model_actions import ModelActions
+from .qt_parts import ClassTable, CloseWatcher, devices, duration, spin
+from .session import PRESETS, ScribbleError, Settings, check_scribbles, next_run_dir, training_config
 
 logger = logging.getLogger(__name__)
 
 
-class TrainWidget(QWidget):
+class TrainWidget(ModelActions, QWidget):
     """Scribble, train, stop, continue, predict the view, apply to the volume, save or load the model.
 
     Parameters
@@ -67,9 +64,7 @@ class TrainWidget(QWidget):
         box.addLayout(form)
         self.new_scribbles_btn = QPushButton("New scribbles layer")
         box.addWidget(self.new_scribbles_btn)
-        self.class_table = QTableWidget(0, 3)
-        self.class_table.setHorizontalHeaderLabels(["class", "name", "pixels"])
-        self.class_table.setMaximumHeight(120)
+        self.class_table = ClassTable()
         box.addWidget(self.class_table)
         self.add_class_btn = QPushButton("Add class")
         box.addWidget(self.add_class_btn)
@@ -107,10 +102,10 @@ class TrainWidget(QWidget):
         self.preset_combo.addItems(list(PRESETS))
         self.dims_combo = QComboBox()
         self.dims_combo.addItems(["2D", "3D"])
-        self.epochs_spin = _spin(1, 10000, Settings.epochs)
-        self.patch_spin = _spin(16, 1024, Settings.patch)
+        self.epochs_spin = spin(1, 10000, Settings.epochs)
+        self.patch_spin = spin(16, 1024, Settings.patch)
         self.device_combo = QComboBox()
-        self.device_combo.addItems(_devices())
+        self.device_combo.addItems(devices())
         for label, w in (("preset", self.preset_combo), ("net sees", self.dims_combo), ("epochs", self.epochs_spin),
                          ("patch size", self.patch_spin), ("device", self.device_combo)):
             form.addRow(label, w)
@@ -150,7 +145,7 @@ class TrainWidget(QWidget):
         self._count_timer = QTimer(self)
         self._count_timer.setSingleShot(True)
         self._count_timer.timeout.connect(self._fill_class_table)
-        self._closer = _CloseWatcher(self.shutdown)
+        self._closer = CloseWatcher(self.shutdown)
         self._watched: set[int] = set()
 
     def showEvent(self, event) -> None:  # noqa: N802 (Qt's name)
@@ -222,31 +217,11 @@ class TrainWidget(QWidget):
             layer.selected_label = n
 
     def _fill_class_table(self, *_, rows: int | None = None) -> None:
-        layer = self._scribbles()
-        counts = class_counts(layer.data) if layer is not None else np.zeros(1, np.int64)
-        names = self.class_names()
-        rows = max(rows or 0, len(counts) - 1, self.class_table.rowCount(), 2)
-        self.class_table.setRowCount(rows)
-        for k in range(1, rows + 1):
-            item = QTableWidgetItem(str(k))
-            item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
-            if layer is not None:
-                item.setBackground(QColor.fromRgbF(*[float(c) for c in layer.get_color(k)]))
-            self.class_table.setItem(k - 1, 0, item)
-            if self.class_table.item(k - 1, 1) is None:
-                self.class_table.setItem(k - 1, 1, QTableWidgetItem(names[k - 1] if k - 1 < len(names)
-                                                                    else f"class {k}"))
-            count = QTableWidgetItem(str(int(counts[k]) if k < len(counts) else 0))
-            count.setFlags(count.flags() & ~Qt.ItemFlag.ItemIsEditable)
-            self.class_table.setItem(k - 1, 2, count)
+        self.class_table.refresh(self._scribbles(), rows=rows)
 
     def class_names(self) -> list[str]:
         """The names in the class table, in class order."""
-        out = []
-        for r in range(self.class_table.rowCount()):
-            item = self.class_table.item(r, 1)
-            out.append(item.text() if item is not None and item.text() else f"class {r + 1}")
-        return out
+        return self.class_table.names()
 
     # -- training ------------------------------------------------------------------------------
     def settings(self) -> Settings:
@@ -358,7 +333,7 @@ class TrainWidget(QWidget):
             self.progress.setValue(min(update["step"], update["total"]))
             self.status.setText(f"epoch {update['epoch'] + 1}, step {update['step']}/{update['total']}: "
                                 f"loss {update['loss']:.4f}, {1000 * update['seconds_per_step']:.0f} ms/step, "
-                                f"{_duration(update['seconds_left'])} left")
+                                f"{duration(update['seconds_left'])} left")
         elif kind == "epoch":
             self.curve.add(update["epoch"], update["train_loss"], update["val_loss"])
         elif kind == "preview":
@@ -379,90 +354,6 @@ class TrainWidget(QWidget):
         if self.model_path is not None and not self.stop_event.is_set():
             self.predict_view()
 
-    # -- prediction and the model file -------------------------------------------------------------
-    def predict_view(self) -> None:
-        """Predict the visible slice (2D net) or the image with the current model file, in a worker."""
-        from napari.qt.threading import create_worker
-
-        layer = self._image_layer()
-        if layer is None or self.model_path is None:
-            self.say("train or load a model first", error=True)
-            return
-        model, data = str(self.model_path), layer.data
-        dims = api.info(model)["net_config"].get("spatial_dims", 2)
-        index = None if data.ndim == 2 or dims == 3 else min(self._view_index, data.shape[0] - 1)
-        pixels = np.asarray(data if index is None else data[index])
-
-        def job():
-            probs = api.predict(model, pixels, probabilities=True)
-            return index, probs
-
-        worker = create_worker(job, _start_thread=False)
-        worker.returned.connect(self._show_prediction)
-        worker.errored.connect(lambda exc: self.say(f"prediction failed: {exc}", error=True))
-        self._predict_worker = worker
-        worker.start()
-
-    def _show_prediction(self, result) -> None:
-        from .session import uncertainty
-
-        index, probs = result
-        layer = self._image_layer()
-        if layer is not None:
-            layers.show_preview(self.viewer, layers.image_shape(layer), index, probs, uncertainty(probs),
-                                like=self._scribbles())
-        self.say("prediction of " + ("the image" if index is None else f"slice {index}") + " shown")
-
-    def save_model(self, path) -> Path:
-        """Copy the current model file to ``path`` (through a temporary name)."""
-        if self.model_path is None:
-            raise ValueError("no model to save: train or load one first")
-        path = Path(path)
-        tmp = path.with_name(path.name + ".part")
-        shutil.copyfile(self.model_path, tmp)
-        tmp.replace(path)
-        self.say(f"model saved to {path}")
-        return path
-
-    def load_model(self, path) -> None:
-        """Use the model file ``path`` (checked: a segmentation model; never unpickled)."""
-        meta = api.info(str(path))
-        if meta.get("format") != "mixscale model" or meta.get("task") != "segmentation":
-            raise ValueError(f"{path} is not a mixscale segmentation model file (format {meta.get('format')!r}, "
-                             f"task {meta.get('task')!r})")
-        self.model_path = Path(path)
-        names = meta.get("class_names") or []
-        for r, name in enumerate(names):
-            self._fill_class_table(rows=len(names))
-            self.class_table.setItem(r, 1, QTableWidgetItem(str(name)))
-        self._set_running(False)
-        self.say(f"model {path} loaded: {len(names)} classes")
-
-    def _save_dialog(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save model", str(self.work / "model.safetensors"),
-                                              "mixscale model (*.safetensors)")
-        if path:
-            self.save_model(path)
-
-    def _load_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Load model", str(self.work), "mixscale model (*.safetensors)")
-        if path:
-            try:
-                self.load_model(path)
-            except ValueError as exc:
-                self.say(str(exc), error=True)
-
-    def copy_cli(self) -> str:
-        """The ``mixscale train`` / ``predict`` lines of the last run, put on the clipboard."""
-        if self.config_path is None:
-            self.say("train once first: the command lines repeat a run", error=True)
-            return ""
-        config = yaml.safe_load(self.config_path.read_text())
-        text = cli_commands(self.config_path, config["data"]["train_images"], str(self.work / "prediction.zarr"))
-        QApplication.clipboard().setText(text)
-        self.say("copied:\n" + text)
-        return text
-
     def shutdown(self) -> None:
         """Stop every job and wait for it (the viewer is closing)."""
         self.stop_event.set()
@@ -473,34 +364,3 @@ class TrainWidget(QWidget):
         from napari.qt.threading import WorkerBase
 
         WorkerBase.await_workers(msecs=15000)
-
-
-class _CloseWatcher(QObject):
-    """Calls ``on_close`` when the window it watches is closed."""
-
-    def __init__(self, on_close) -> None:
-        super().__init__()
-        self.on_close, self.watching = on_close, False
-
-    def eventFilter(self, obj, event) -> bool:  # noqa: N802 (Qt's name)
-        if event.type() == QEvent.Type.Close:
-            self.on_close()
-        return False
-
-
-def _spin(low: int, high: int, value: int) -> QSpinBox:
-    box = QSpinBox()
-    box.setRange(low, high)
-    box.setValue(value)
-    return box
-
-
-def _devices() -> list[str]:
-    import torch
-
-    return ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
