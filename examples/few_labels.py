@@ -112,7 +112,10 @@ def run_one(part: str, n: int, seed: int, name: str, args) -> dict:
     from mixscale.model import load_model
 
     net, _ = load_model(run.model_path)
-    return {**scores(part, pred, truth, classes), "train_s": train_s, "epochs": run.epochs,
+    import torch
+
+    return {**scores(part, pred, truth, classes), "train_s": train_s, "threads": torch.get_num_threads(),
+            "epochs": run.epochs,
             "steps": run.epochs * 32 // 4, "parameters": sum(p.numel() for p in net.parameters())}
 
 
