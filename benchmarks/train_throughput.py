@@ -18,6 +18,11 @@ Ratios MS-D / U-Net of pixels per second are printed per configuration (above 1:
 
     .venv/bin/python benchmarks/train_throughput.py            # 3 batch shapes x 2 tasks x 2 nets (~10 min)
     .venv/bin/python benchmarks/train_throughput.py --quick    # 4x128^2, 5 classes only
+    .venv/bin/python benchmarks/train_throughput.py --precision bf16-mixed --batches 4x128,1x512 --tasks 5
+
+``--precision bf16-mixed`` trains both nets under CPU bfloat16 autocast (Lightning's ``bf16-mixed``); MS-D
+keeps bfloat16 maps there only on a CPU with native bfloat16 products (AVX-512 BF16 or AMX). The bound
+stays the float32 matrix-product rate, and the bfloat16 rate of the same run is printed beside it.
 """
 
 from __future__ import annotations
@@ -77,6 +82,28 @@ def step_flops(net_cfg: dict, classes: int, batch: int, size: int, counted: int 
     return float(counter.get_total_flops()) * batch * size**2 / counted**2
 
 
+def bf16_gflops(size: int = 2048) -> float:
+    """The bfloat16 rate of a ``size``^2 matrix product (best of 3), in GFLOP/s."""
+    import torch
+
+    a, b = torch.randn(size, size, dtype=torch.bfloat16), torch.randn(size, size, dtype=torch.bfloat16)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(3))
+    return 2 * size**3 / best / 1e9
+
+
+def _timed(f) -> float:
+    t0 = time.perf_counter()
+    f()
+    return time.perf_counter() - t0
+
+
+def native_bf16() -> bool:
+    from mixscale.nets.msd_lean import cpu_has_bf16
+
+    return cpu_has_bf16()
+
+
 def child(args) -> dict:
     import lightning as L
     import torch  # noqa: F401
@@ -107,7 +134,8 @@ def child(args) -> dict:
             "patch_shape": [args.size, args.size], "batch_size": args.batch, "samples_per_epoch": args.batch * STEPS,
             "val_samples": 64, "augment": {"dihedral": True}}
     cfg = {"version": 1, "run_dir": args.run_dir, "data": data, "net": json.loads(args.net),
-           "trainer": {"max_epochs": 2, "progress_bar": False, "accelerator": "cpu", "devices": 1}}
+           "trainer": {"max_epochs": 2, "progress_bar": False, "accelerator": "cpu", "devices": 1,
+                       "precision": args.precision}}
     if classes == 1:
         cfg |= {"task": "regression", "loss": {"mse": 1.0}}
     else:
@@ -124,8 +152,12 @@ def child(args) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="4x128^2 with 5 classes only")
+    p.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed"],
+                   help="Lightning precision of both nets (default 32-true)")
+    p.add_argument("--batches", default=None, help="batch shapes, e.g. 4x128,1x512 (default all three)")
+    p.add_argument("--tasks", default=None, help="outputs, e.g. 5 or 5,1 (default 5,1)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    for name in ("image", "labels", "run-dir", "net"):
+    for name in ("image", "labels", "run-dir", "net"):  # the child's own arguments
         p.add_argument(f"--{name}", default=None, help=argparse.SUPPRESS)
     for name in ("classes", "batch", "size"):
         p.add_argument(f"--{name}", type=int, default=None, help=argparse.SUPPRESS)
@@ -136,10 +168,15 @@ def main() -> None:
     import torch
 
     bounds = machine_bounds(torch.get_num_threads())
-    print(f"machine: {bounds['matmul_gflops']:.0f} GFLOP/s float32 matrix product, {torch.get_num_threads()} threads")
+    print(f"machine: {bounds['matmul_gflops']:.0f} GFLOP/s float32 matrix product, {bf16_gflops():.0f} GFLOP/s "
+          f"bfloat16, {torch.get_num_threads()} threads; precision {args.precision}; native bfloat16: {native_bf16()}")
     print("| net | batch | outputs | step s | Mpixels/s | val s/epoch | % of bound | peak RSS MB | MS-D / U-Net "
           "pixels/s |\n|---|---|---|---|---|---|---|---|---|")
     batches, tasks = (BATCHES[:1], TASKS[:1]) if args.quick else (BATCHES, TASKS)
+    if args.batches:
+        batches = [tuple(int(v) for v in b.split("x")) for b in args.batches.split(",")]
+    if args.tasks:
+        tasks = [int(v) for v in args.tasks.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for classes in tasks:
@@ -149,6 +186,7 @@ def main() -> None:
                 rows = {}
                 for name, net in NETS.items():
                     r = run_child(__file__, image=image, labels=labels, net=json.dumps(net), classes=classes,
+                                  precision=args.precision,
                                   batch=batch, size=size, run_dir=folder / f"run_{name}_{classes}_{batch}")
                     r["mpix"] = batch * size * size / r["step_s"] / 1e6
                     r["bound"] = step_flops(net, classes, batch, size) / r["step_s"] / 1e9 / bounds["matmul_gflops"]

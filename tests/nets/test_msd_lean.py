@@ -113,11 +113,10 @@ def test_layer_blocks_of_any_size_are_exact(block, spatial_dims, shape, width):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.skipif(msd_lean.cpu_has_bf16(), reason="a CPU with native bfloat16 keeps bfloat16 maps under "
-                                                    "autocast (tests/nets/test_msd_bf16.py)")
-def test_cpu_autocast_runs_the_block_in_float32():
+def test_cpu_autocast_runs_the_block_in_float32(monkeypatch):
     """Lightning's bf16-mixed on a CPU that would emulate bfloat16: the block keeps float32 and matches the run
-    without autocast."""
+    without autocast (a CPU with native bfloat16 keeps bfloat16 maps: tests/nets/test_msd_bf16.py)."""
+    monkeypatch.setattr(msd_lean, "cpu_has_bf16", lambda: False)
     net = _net(2, 1, 2, 6, 1, [1, 2, 3], dtype=torch.float32)
     x = torch.randn(2, 1, 24, 24)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -135,8 +134,9 @@ def test_framed_and_box_shift_sums_equal_the_padded_shift_sum(spatial, dilation,
     from mixscale.nets import msd_shift as shift
 
     offsets = shift.tap_offsets(len(spatial))
-    # rows of a larger buffer, as in the block (the interior is read through strided views of its storage)
-    products = torch.randn(len(offsets) + 2, 2, *spatial, dtype=torch.float64)[1:-1]
+    # rows of a larger buffer, as in the block (the interior is read through strided views of its storage);
+    # three images: one span covers all their interiors, with border frames between them
+    products = torch.randn(len(offsets) + 2, 3, *spatial, dtype=torch.float64)[1:-1]
     with torch.enable_grad():  # under autograd the padded path is taken
         padded = shift.shift_sum(products.clone().requires_grad_(), dilation, offsets, spatial).detach()
     shift._frame_indices.cache_clear()
@@ -163,8 +163,8 @@ def test_unpadded_adjoints_are_the_adjoints_of_their_shift_sums(spatial, dilatio
         monkeypatch.setattr(shift, "FRAME_INDEX_LIMIT", 0)
     shift._frame_indices.cache_clear()
     offsets = shift.tap_offsets(len(spatial))
-    y = torch.randn(len(offsets), 2, *spatial, dtype=torch.float64)
-    g = torch.randn(2, *spatial, dtype=torch.float64)
+    y = torch.randn(len(offsets), 3, *spatial, dtype=torch.float64)
+    g = torch.randn(3, *spatial, dtype=torch.float64)
     g0 = g.clone()
     lhs = (shift.shift_sum(y, dilation, offsets, spatial) * g).sum()
     rhs = (y * shift.shift_sum_adjoint(g, dilation, offsets, spatial)).sum()
@@ -322,9 +322,8 @@ def test_half_precision_maps_take_half_the_buffer_memory():
     assert held[torch.bfloat16] * 2 == held[torch.float32] > 0
 
 
-@pytest.mark.skipif(msd_lean.cpu_has_bf16(), reason="a CPU with native bfloat16 keeps bfloat16 maps under "
-                                                    "autocast")
-def test_backward_called_under_cpu_autocast_is_unchanged():
+def test_backward_called_under_cpu_autocast_is_unchanged(monkeypatch):
+    monkeypatch.setattr(msd_lean, "cpu_has_bf16", lambda: False)  # float32 maps, as on a CPU that emulates bf16
     net = _net(2, 1, 2, 5, 1, [1, 2, 3], dtype=torch.float32)
     x = torch.randn(2, 1, 20, 20)
     ref = torch.autograd.grad(net(x).sum(), list(net.parameters()))
@@ -333,3 +332,27 @@ def test_backward_called_under_cpu_autocast_is_unchanged():
     for a, b in zip(grads, ref):
         assert a.dtype == torch.float32
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_shift_sums_match_float32(dtype):
+    """Half-precision maps: the shifted sum adds three rows element-wise (within the half type's rounding of
+    float32's result), and the adjoint, assembled in float32 and rounded once, equals float32's rounded."""
+    from mixscale.nets import msd_shift as shift
+
+    torch.manual_seed(3)
+    spatial = (23, 19)
+    offsets = shift.tap_offsets(2)
+    for d in (1, 3):
+        products = torch.randn(len(offsets), 3, *spatial).to(dtype)
+        ref = shift.shift_sum(products.float(), d, offsets, spatial)
+        got = shift.shift_sum(products, d, offsets, spatial)
+        assert got.dtype == dtype
+        # nine terms, each partial sum rounded once: |error| <= 9 u sum_t |term_t| (u: the unit roundoff)
+        u = 2.0**-8 if dtype == torch.bfloat16 else 2.0**-11
+        bound = 9 * u * shift.shift_sum(products.float().abs(), d, offsets, spatial)
+        assert ((got.float() - ref).abs() <= bound).all()
+        g = torch.randn(3, *spatial).to(dtype)
+        adj = shift.shift_sum_adjoint(g, d, offsets, spatial)
+        assert adj.dtype == dtype
+        assert torch.equal(adj, shift.shift_sum_adjoint(g.float(), d, offsets, spatial).to(dtype))

@@ -260,13 +260,16 @@ def lean_backward(grad_out, buf, weights, final_weight, dilations, c_in, *, bloc
     scratch_maps = _alias(buf[total:total + scratch])
     grad_w = [torch.empty_like(w) for w in weights]
     grad_b = [None] * len(weights)
+    work = None  # float32 scratch of one layer's product gradients, for half-precision maps
+    if buf.dtype in (torch.float16, torch.bfloat16):
+        work = torch.empty((taps, n, *spatial), dtype=torch.float32, device=buf.device)
     for i0, i1 in reversed(_blocks(len(weights), block)):
         k0 = c_in + i0 * width
         g_prods = scratch_maps[: rows * (i1 - i0)]
         for i in reversed(range(i0, i1)):
             k = c_in + i * width
             g_prod = g_prods[(i - i0) * rows : (i - i0 + 1) * rows]
-            grad_b[i] = _layer_product_grads(gbuf, buf, g_prod, k, width, dilations[i], offsets, spatial)
+            grad_b[i] = _layer_product_grads(gbuf, buf, g_prod, k, width, dilations[i], offsets, spatial, work)
             if k > k0:  # maps made earlier in this block: their gradients are needed next
                 gbuf[k0:k].addmm_(flat_weight(weights[i])[:, k0:k].t(), g_prod.view(rows, -1))
         g_blk = g_prods.view(rows * (i1 - i0), -1)
@@ -284,8 +287,11 @@ def _sum_dtype(t: torch.Tensor) -> torch.dtype:
     return torch.float32 if t.dtype in (torch.float16, torch.bfloat16) else t.dtype
 
 
-def _layer_product_grads(gbuf, buf, g_prod, k, width, dilations, offsets, spatial) -> torch.Tensor:
-    """ReLU and shift adjoints of one layer: fills ``g_prod``; returns the bias gradient ``(width,)``."""
+def _layer_product_grads(gbuf, buf, g_prod, k, width, dilations, offsets, spatial, work=None) -> torch.Tensor:
+    """ReLU and shift adjoints of one layer: fills ``g_prod``; returns the bias gradient ``(width,)``.
+
+    ``work``: float32 scratch ``(taps, N, *spatial)`` for half-precision maps (see :func:`shift_sum_adjoint`).
+    """
     taps = len(offsets)
     gb = []
     for j in range(width):
@@ -294,7 +300,7 @@ def _layer_product_grads(gbuf, buf, g_prod, k, width, dilations, offsets, spatia
         torch.ops.aten.threshold_backward.grad_input(g_z, buf[k + j], 0, grad_input=g_z)
         gb.append(g_z.sum(dtype=_sum_dtype(g_z)))
         d = dilations[j]
-        shift_sum_adjoint(g_z, d, offsets, spatial, out=g_prod[j * taps : (j + 1) * taps])
+        shift_sum_adjoint(g_z, d, offsets, spatial, out=g_prod[j * taps : (j + 1) * taps], work=work)
     return torch.stack(gb)
 
 
