@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from msd import machine_bounds, reset_peak, rss_mb, run_child  # noqa: E402  (same-folder helpers)
+from msd import machine_bounds, matmul_gflops, reset_peak, rss_mb, run_child  # noqa: E402  (same-folder helpers)
 
 BATCHES = [(4, 128), (2, 256), (1, 512)]
 TASKS = [5, 1]  # classes (CE + Dice), or 1: one regression output (MSE)
@@ -80,28 +80,6 @@ def step_flops(net_cfg: dict, classes: int, batch: int, size: int, counted: int 
     with FlopCounterMode(display=False) as counter:
         net(x, **kwargs).square().mean().backward()
     return float(counter.get_total_flops()) * batch * size**2 / counted**2
-
-
-def bf16_gflops(size: int = 2048) -> float:
-    """The bfloat16 rate of a ``size``^2 matrix product (best of 3), in GFLOP/s."""
-    import torch
-
-    a, b = torch.randn(size, size, dtype=torch.bfloat16), torch.randn(size, size, dtype=torch.bfloat16)
-    a @ b
-    best = min(_timed(lambda: a @ b) for _ in range(3))
-    return 2 * size**3 / best / 1e9
-
-
-def _timed(f) -> float:
-    t0 = time.perf_counter()
-    f()
-    return time.perf_counter() - t0
-
-
-def native_bf16() -> bool:
-    from mixscale.nets.msd_lean import cpu_has_bf16
-
-    return cpu_has_bf16()
 
 
 def child(args) -> dict:
@@ -167,9 +145,12 @@ def main() -> None:
         return
     import torch
 
+    from mixscale.nets.msd_lean import cpu_has_bf16
+
     bounds = machine_bounds(torch.get_num_threads())
-    print(f"machine: {bounds['matmul_gflops']:.0f} GFLOP/s float32 matrix product, {bf16_gflops():.0f} GFLOP/s "
-          f"bfloat16, {torch.get_num_threads()} threads; precision {args.precision}; native bfloat16: {native_bf16()}")
+    print(f"machine: {bounds['matmul_gflops']:.0f} GFLOP/s float32 matrix product, "
+          f"{matmul_gflops(dtype=torch.bfloat16):.0f} GFLOP/s bfloat16, {torch.get_num_threads()} threads; "
+          f"precision {args.precision}; native bfloat16: {cpu_has_bf16()}")
     print("| net | batch | outputs | step s | Mpixels/s | val s/epoch | % of bound | peak RSS MB | MS-D / U-Net "
           "pixels/s |\n|---|---|---|---|---|---|---|---|---|")
     batches, tasks = (BATCHES[:1], TASKS[:1]) if args.quick else (BATCHES, TASKS)

@@ -30,7 +30,7 @@ import weakref
 
 import torch
 
-from .msd_shift import shift_sum, shift_sum_adjoint, tap_offsets
+from .msd_shift import HALF, shift_sum, shift_sum_adjoint, tap_offsets
 
 
 def flat_weight(weight: torch.Tensor) -> torch.Tensor:
@@ -140,11 +140,6 @@ TRAIN_BLOCK_ROWS = 54
 INFER_BLOCK_ROWS = 72
 
 
-def _rows_budget(rows: int, dtype: torch.dtype) -> int:
-    """A budget of ``rows`` 4-byte product maps, in maps of ``dtype`` (twice as many in half precision)."""
-    return rows * 2 if dtype in (torch.float16, torch.bfloat16) else rows
-
-
 def block_layers(rows: int, width: int, spatial_dims: int) -> int:
     """Layers per block for a budget of ``rows`` product maps (at least one layer)."""
     return max(1, rows // (width * 3**spatial_dims))
@@ -159,15 +154,17 @@ def _block_weight(weights, i0: int, i1: int, k0: int) -> torch.Tensor:
     return torch.cat([flat_weight(w)[:, :k0] for w in weights[i0:i1]])
 
 
-def _layout(x_shape, weights, block: int | None, rows_budget: int):
+def _layout(x_shape, weights, block: int | None, rows_budget: int, dtype: torch.dtype):
     """Sizes shared by forward and backward.
 
     Returns ``(layers per block, total maps, width, tap offsets, scratch rows)``;
-    ``block`` defaults to what ``rows_budget`` product maps allow.
+    ``block`` defaults to what ``rows_budget`` 4-byte product maps allow (twice the rows
+    for half-precision maps: the same bytes).
     """
     c_in, spatial = x_shape[1], x_shape[2:]
     width = weights[0].shape[0] if weights else 0
     offsets = tap_offsets(len(spatial))
+    rows_budget = rows_budget * 2 if dtype in HALF else rows_budget
     block = block or block_layers(rows_budget, max(width, 1), len(spatial))
     scratch = width * len(offsets) * min(block, len(weights))
     return block, c_in + len(weights) * width, width, offsets, scratch
@@ -201,8 +198,8 @@ def lean_forward(x, weights, biases, final_weight, final_bias, dilations, *, kee
         The maps, then the scratch rows that held the products (reused by backward).
     """
     n, c_in, *spatial = x.shape
-    rows_budget = _rows_budget(TRAIN_BLOCK_ROWS if keep_buffer else INFER_BLOCK_ROWS, x.dtype)
-    block, total, width, offsets, scratch = _layout(x.shape, weights, block, rows_budget)
+    rows_budget = TRAIN_BLOCK_ROWS if keep_buffer else INFER_BLOCK_ROWS
+    block, total, width, offsets, scratch = _layout(x.shape, weights, block, rows_budget, x.dtype)
     taps, rows = len(offsets), width * len(offsets)
     buf = _alloc(pool, (total + scratch, n, *spatial), x)
     buf[:c_in] = x.transpose(0, 1)
@@ -256,8 +253,8 @@ def lean_backward(grad_out, buf, weights, final_weight, dilations, c_in, *, bloc
     grad_x, [grad_weight_i], [grad_bias_i], grad_final_weight, grad_final_bias
     """
     n, spatial = buf.shape[1], buf.shape[2:]
-    block, total, width, offsets, scratch = _layout((n, c_in, *spatial), weights, block,
-                                                     _rows_budget(TRAIN_BLOCK_ROWS, buf.dtype))
+    block, total, width, offsets, scratch = _layout((n, c_in, *spatial), weights, block, TRAIN_BLOCK_ROWS,
+                                                     buf.dtype)
     taps, rows = len(offsets), width * len(offsets)
     flat = buf.view(buf.shape[0], -1)[:total]
     g_out = grad_out.transpose(0, 1).reshape(grad_out.shape[1], -1)
@@ -268,9 +265,8 @@ def lean_backward(grad_out, buf, weights, final_weight, dilations, c_in, *, bloc
     torch.mm(fw.t(), g_out, out=gbuf)  # the final layer's backward, written straight into the gradient buffer
     scratch_maps = _alias(buf[total:total + scratch])
     grad_w = [torch.empty_like(w) for w in weights]
-    work = None  # float32 scratch of one layer's product gradients, for half-precision maps
-    if buf.dtype in (torch.float16, torch.bfloat16):
-        work = torch.empty((taps, n, *spatial), dtype=torch.float32, device=buf.device)
+    # float32 scratch of one layer's product gradients for half-precision maps, made once per backward
+    work = buf.new_empty((taps, n, *spatial), dtype=torch.float32) if buf.dtype in HALF else None
     for i0, i1 in reversed(_blocks(len(weights), block)):
         k0 = c_in + i0 * width
         g_prods = scratch_maps[: rows * (i1 - i0)]
@@ -288,18 +284,18 @@ def lean_backward(grad_out, buf, weights, final_weight, dilations, c_in, *, bloc
             _set_weight_grad(grad_w[i], read[(i - i0) * rows : (i - i0 + 1) * rows, :k], width, taps)
     grad_x = gbuf[:c_in].view(c_in, n, *spatial).transpose(0, 1).clone()  # no view keeps the buffer alive
     # every map's gradient is final (after its ReLU) once its layer is done: all bias gradients in one sum
-    made = gbuf[c_in:total].view(len(weights), width, -1) if weights else gbuf[:0, None]
+    made = gbuf[c_in:total].view(len(weights), width, gbuf.shape[1])
     grad_b = list(made.sum(2, dtype=_sum_dtype(gbuf)).unbind(0))
     return grad_x, grad_w, grad_b, grad_fw, grad_fb
 
 
 def _sum_dtype(t: torch.Tensor) -> torch.dtype:
     """Sums of half-precision maps are taken in float32."""
-    return torch.float32 if t.dtype in (torch.float16, torch.bfloat16) else t.dtype
+    return torch.float32 if t.dtype in HALF else t.dtype
 
 
 def _layer_product_grads(gbuf, buf, g_prod, k, width, dilations, offsets, spatial, work=None) -> None:
-    """ReLU and shift adjoints of one layer: fills ``g_prod`` (and applies the ReLU to the layer's rows of ``gbuf``).
+    """ReLU and shift adjoints of one layer: applies the ReLU to its rows of ``gbuf``, fills ``g_prod``.
 
     ``work``: float32 scratch ``(taps, N, *spatial)`` for half-precision maps (see :func:`shift_sum_adjoint`).
     """
@@ -361,7 +357,7 @@ def map_dtype(x: torch.Tensor, param_dtype: torch.dtype) -> torch.dtype:
     kind = x.device.type
     if kind in ("cuda", "cpu") and torch.is_autocast_enabled(kind) and param_dtype == torch.float32:
         half = torch.get_autocast_dtype(kind)
-        if kind == "cuda" and half in (torch.float16, torch.bfloat16):
+        if kind == "cuda" and half in HALF:
             return half
         if kind == "cpu" and half == torch.bfloat16 and cpu_has_bf16():
             return half

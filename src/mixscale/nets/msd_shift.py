@@ -19,6 +19,9 @@ import math
 
 import torch
 
+HALF = (torch.float16, torch.bfloat16)  # half-precision map dtypes, which take their own paths here and in msd_lean
+
+
 def tap_offsets(spatial_dims: int) -> list[tuple[int, ...]]:
     """Kernel tap positions in weight order: (0, 0), (0, 1), ... (2, 2), and a third axis in 3D."""
     return list(itertools.product(range(3), repeat=spatial_dims))
@@ -172,7 +175,7 @@ def _span_rows(maps: torch.Tensor, t: int, shift: int, lo: int, m: int, dilation
     return maps.as_strided((3, m), (maps.stride(0) + dilation, 1), start)
 
 
-def _batch_span(lo: int, m: int, n: int, image: int) -> int:
+def _batch_span(m: int, n: int, image: int) -> int:
     """Length of the flat span from image 0's first interior pixel to image ``n - 1``'s last.
 
     The images of a map are contiguous, so one span covers them all: the pixels between two
@@ -186,7 +189,7 @@ def _add_rows(rows: torch.Tensor, dst: torch.Tensor, first: bool) -> None:
     """``dst (m,) (+)= rows.sum(0)`` for a ``(3, m)`` strided view: one ``(1, 3)`` matrix product in
     single and double precision; in half precision, where the library's product of that shape is
     3 to 4 times slower, two element-wise adds."""
-    if rows.dtype in (torch.float16, torch.bfloat16):
+    if rows.dtype in HALF:
         if first:
             torch.add(rows[0], rows[1], out=dst)
         else:
@@ -208,7 +211,7 @@ def _shift_sum_framed(products, dilation, spatial, out, frame) -> torch.Tensor:
     """
     taps, n = products.shape[:2]
     lo, m, groups = _interior_span(dilation, tuple(spatial))
-    span = _batch_span(lo, m, n, math.prod(spatial))
+    span = _batch_span(m, n, math.prod(spatial))
     dst = out.view(-1)[lo:lo + span]
     for g, (t, shift) in enumerate(groups):
         _add_rows(_span_rows(products, t, shift, lo, span, dilation), dst, first=g == 0)
@@ -231,13 +234,13 @@ def _shift_sum_adjoint_framed(grad, dilation, spatial, out, frame, work=None) ->
     copied over once: the library's ``scatter_add_`` into half-precision maps converts the
     whole tensor to float32 and back, with a fresh allocation each call.
     """
-    if out.dtype in (torch.float16, torch.bfloat16):
+    if out.dtype in HALF:
         work = out.new_empty(out.shape, dtype=torch.float32) if work is None else work
         return out.copy_(_shift_sum_adjoint_framed(grad, dilation, spatial, work, frame))
     taps, n = out.shape[:2]
     lo, m, groups = _interior_span(dilation, tuple(spatial))
     step, image, g = out.stride(0), math.prod(spatial), grad.reshape(n, -1)
-    span = _batch_span(lo, m, n, image)
+    span = _batch_span(m, n, image)
     target, sources = frame
     g_frame = g.index_select(1, target)
     g.index_fill_(1, target, 0)
